@@ -1,0 +1,501 @@
+//! Configuration: the YAML file of CONTRACT §2, parsed into raw serde structs
+//! and validated into `Config`. Every error names the file and, where the YAML
+//! parser knows it, the line (`file:line: message`). Relative paths are
+//! resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A configuration, policy or consent error pointing at its source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, line: Option<u32>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// An error at the location of a spanned YAML value.
+    pub fn at<T>(file: &Path, spanned: &Spanned<T>, message: impl Into<String>) -> Self {
+        Self::new(file, line_of(spanned), message)
+    }
+}
+
+/// The 1-based line of a spanned value, when the parser recorded one.
+pub fn line_of<T>(spanned: &Spanned<T>) -> Option<u32> {
+    let line = spanned.referenced.line();
+    (line > 0).then_some(u32::try_from(line).unwrap_or(u32::MAX))
+}
+
+/// Reads a file, mapping I/O errors to a `ConfigError` naming it.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))
+}
+
+/// Parses YAML text into `T`, turning parser errors into `file:line: message`.
+/// Unknown keys are errors wherever the target struct says `deny_unknown_fields`.
+pub fn parse_yaml<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
+        let line = e
+            .location()
+            .map(|l| u32::try_from(l.line()).unwrap_or(u32::MAX))
+            .filter(|l| *l > 0);
+        ConfigError::new(file, line, yaml_message(&e))
+    })
+}
+
+/// The parser's message without its rendered source snippet: the first line
+/// that is not location decoration.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let rendered = e.to_string();
+    rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("-->") && !l.starts_with('|'))
+        .map(|l| l.trim_start_matches("error: ").to_string())
+        .unwrap_or(rendered)
+}
+
+/// How durably the audit writer persists a record before acknowledging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync after every record.
+    Always,
+    /// group commit: one fsync for every record queued at that moment.
+    #[default]
+    Batch,
+    /// write without fsync (a crash can lose acknowledged records).
+    Never,
+}
+
+/// JWT verification settings (CONTRACT §2 `jwt`).
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// Allowed `alg` values, e.g. "RS256".
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub jwks_file: Option<PathBuf>,
+    pub hs256_secret_file: Option<PathBuf>,
+    pub leeway_seconds: u64,
+    pub max_lifetime_seconds: u64,
+    /// Bound of the verified-token cache.
+    pub cache_max_entries: usize,
+}
+
+/// Renames of token claims: logical (contract) name → name in the token.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimNames {
+    pub renames: BTreeMap<String, String>,
+}
+
+impl ClaimNames {
+    /// The name in the token of a logical claim.
+    pub fn token_name<'a>(&'a self, logical: &'a str) -> &'a str {
+        self.renames
+            .get(logical)
+            .map(String::as_str)
+            .unwrap_or(logical)
+    }
+}
+
+/// One upstream store.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// Audit sink settings (CONTRACT §2 `audit`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// With `batch`: how long the writer waits for more records before a
+    /// group commit (0 = commit whatever is queued at once).
+    pub batch_window: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file itself (for reload and messages).
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub jwt: JwtConfig,
+    pub claims: ClaimNames,
+    pub policy_dir: PathBuf,
+    pub consent_file: PathBuf,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub audit: AuditConfig,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// How often policy, consent and key files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Spanned<String>,
+    admin_listen: Spanned<String>,
+    #[serde(default)]
+    tls: Option<Spanned<RawTls>>,
+    jwt: RawJwt,
+    #[serde(default)]
+    claims: BTreeMap<String, String>,
+    policy_dir: String,
+    consent_file: String,
+    upstreams: BTreeMap<String, RawUpstream>,
+    audit: RawAudit,
+    #[serde(default = "default_grace")]
+    shutdown_grace_seconds: u64,
+    #[serde(default = "default_reload_ms")]
+    reload_interval_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // parsed so that its presence can be reported precisely
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_ca_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Spanned<Vec<String>>,
+    #[serde(default)]
+    jwks_file: Option<String>,
+    #[serde(default)]
+    jwks_url: Option<Spanned<String>>,
+    #[serde(default)]
+    hs256_secret_file: Option<String>,
+    #[serde(default = "default_leeway")]
+    leeway_seconds: u64,
+    #[serde(default = "default_max_lifetime")]
+    max_lifetime_seconds: u64,
+    #[serde(default = "default_cache_entries")]
+    cache_max_entries: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Spanned<String>,
+    #[serde(default = "default_connect_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_response_ms")]
+    response_timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: String,
+    #[serde(default)]
+    fsync: FsyncPolicy,
+    #[serde(default)]
+    batch_window_us: u64,
+}
+
+fn default_grace() -> u64 {
+    10
+}
+fn default_reload_ms() -> u64 {
+    1000
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_lifetime() -> u64 {
+    3600
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+fn default_connect_ms() -> u64 {
+    1000
+}
+fn default_response_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = read_file(file)?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates config text as if read from `file` (paths resolve beside it).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse_yaml(file, text)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        if let Some(tls) = &raw.tls {
+            return Err(ConfigError::at(
+                file,
+                tls,
+                "tls: TLS termination is not available in this build yet; terminate TLS in front of purposegate or remove the key",
+            ));
+        }
+        let jwt = validate_jwt(file, raw.jwt, &resolve)?;
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in raw.upstreams {
+            upstreams.insert(name.clone(), validate_upstream(file, &name, up)?);
+        }
+        if upstreams.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                None,
+                "upstreams: at least one upstream is required",
+            ));
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            listen: parse_addr(file, &raw.listen, "listen")?,
+            admin_listen: parse_addr(file, &raw.admin_listen, "admin_listen")?,
+            jwt,
+            claims: ClaimNames {
+                renames: raw.claims,
+            },
+            policy_dir: resolve(&raw.policy_dir),
+            consent_file: resolve(&raw.consent_file),
+            upstreams,
+            audit: AuditConfig {
+                path: resolve(&raw.audit.path),
+                fsync: raw.audit.fsync,
+                batch_window: Duration::from_micros(raw.audit.batch_window_us.min(100_000)),
+            },
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
+            reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
+        })
+    }
+}
+
+fn parse_addr(file: &Path, v: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+    v.value.parse().map_err(|_| {
+        ConfigError::at(
+            file,
+            v,
+            format!("{key}: `{}` is not an address like 127.0.0.1:8080", v.value),
+        )
+    })
+}
+
+fn validate_jwt(
+    file: &Path,
+    raw: RawJwt,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<JwtConfig, ConfigError> {
+    let mut algorithms = Vec::new();
+    for name in &raw.algorithms.value {
+        let alg: jsonwebtoken::Algorithm = name.parse().map_err(|_| {
+            ConfigError::at(
+                file,
+                &raw.algorithms,
+                format!("jwt.algorithms: unknown algorithm `{name}` (none is never allowed)"),
+            )
+        })?;
+        algorithms.push(alg);
+    }
+    if algorithms.is_empty() {
+        return Err(ConfigError::at(
+            file,
+            &raw.algorithms,
+            "jwt.algorithms: list at least one algorithm",
+        ));
+    }
+    if let Some(url) = &raw.jwks_url {
+        return Err(ConfigError::at(
+            file,
+            url,
+            "jwt.jwks_url: fetching keys over the network is not available in this build yet; use jwt.jwks_file",
+        ));
+    }
+    let hs = algorithms
+        .iter()
+        .any(|a| matches!(a, jsonwebtoken::Algorithm::HS256));
+    if hs && raw.hs256_secret_file.is_none() {
+        return Err(ConfigError::at(
+            file,
+            &raw.algorithms,
+            "jwt.algorithms lists HS256 but jwt.hs256_secret_file is not set",
+        ));
+    }
+    let asymmetric = algorithms.iter().any(|a| {
+        !matches!(
+            a,
+            jsonwebtoken::Algorithm::HS256
+                | jsonwebtoken::Algorithm::HS384
+                | jsonwebtoken::Algorithm::HS512
+        )
+    });
+    if asymmetric && raw.jwks_file.is_none() {
+        return Err(ConfigError::at(
+            file,
+            &raw.algorithms,
+            "jwt.algorithms lists public-key algorithms but jwt.jwks_file is not set",
+        ));
+    }
+    if algorithms.iter().any(|a| {
+        matches!(
+            a,
+            jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512
+        )
+    }) {
+        return Err(ConfigError::at(
+            file,
+            &raw.algorithms,
+            "jwt.algorithms: of the HMAC algorithms only HS256 is supported",
+        ));
+    }
+    if raw.audiences.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            None,
+            "jwt.audiences: list at least one audience",
+        ));
+    }
+    Ok(JwtConfig {
+        issuer: raw.issuer,
+        audiences: raw.audiences,
+        algorithms,
+        jwks_file: raw.jwks_file.as_deref().map(resolve),
+        hs256_secret_file: raw.hs256_secret_file.as_deref().map(resolve),
+        leeway_seconds: raw.leeway_seconds,
+        max_lifetime_seconds: raw.max_lifetime_seconds,
+        cache_max_entries: raw.cache_max_entries.max(1),
+    })
+}
+
+fn validate_upstream(
+    file: &Path,
+    name: &str,
+    raw: RawUpstream,
+) -> Result<UpstreamConfig, ConfigError> {
+    let url: http::Uri =
+        raw.url.value.parse().map_err(|_| {
+            ConfigError::at(file, &raw.url, format!("upstreams.{name}.url: not a URL"))
+        })?;
+    if url.scheme_str() != Some("http") || url.host().is_none() {
+        return Err(ConfigError::at(
+            file,
+            &raw.url,
+            format!("upstreams.{name}.url: must be http://host:port (TLS to the store is not available in this build yet)"),
+        ));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(ConfigError::at(
+            file,
+            &raw.url,
+            format!("upstreams.{name}.url: must not have a path"),
+        ));
+    }
+    Ok(UpstreamConfig {
+        url,
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms.max(1)),
+        response_timeout: Duration::from_millis(raw.response_timeout_ms.max(1)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: "127.0.0.1:8080"
+admin_listen: "127.0.0.1:9100"
+jwt:
+  issuer: "https://idp.example.test"
+  audiences: ["purposegate"]
+  algorithms: ["RS256", "ES256", "EdDSA"]
+  jwks_file: "certs/jwks.json"
+  leeway_seconds: 30
+  max_lifetime_seconds: 3600
+policy_dir: "policies"
+consent_file: "policies/consent.yaml"
+upstreams:
+  content: {url: "http://127.0.0.1:9090"}
+audit:
+  path: "audit/audit.jsonl"
+  fsync: "batch"
+"#;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let c = Config::parse(Path::new("/etc/pg/config.yaml"), GOOD).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.jwt.algorithms.len(), 3);
+        assert_eq!(c.policy_dir, PathBuf::from("/etc/pg/policies"));
+        assert_eq!(
+            c.jwt.jwks_file,
+            Some(PathBuf::from("/etc/pg/certs/jwks.json"))
+        );
+        assert_eq!(c.audit.fsync, FsyncPolicy::Batch);
+        assert!(c.upstreams.contains_key("content"));
+    }
+
+    #[test]
+    fn errors_point_at_lines() {
+        let bad = GOOD.replace("\"RS256\", ", "\"none\", ");
+        let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.to_string().starts_with("c.yaml:7: jwt.algorithms"), "{e}");
+
+        let bad = GOOD.replace("listen: \"127.0.0.1:8080\"", "listen: \"nowhere\"");
+        let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+
+        let bad = GOOD.replace("policy_dir", "policy_dri");
+        let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert!(e.message.contains("policy_dri"), "{e}");
+    }
+
+    #[test]
+    fn hs256_needs_a_secret_file() {
+        let bad = GOOD.replace("\"RS256\", ", "\"HS256\", ");
+        let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("hs256_secret_file"), "{e}");
+    }
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics (CONTRACT §8) on a `prometheus-client` registry. Label
+//! values are bounded enums or policy-defined names, never per-person values.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of `purposegate_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// One of the policy's purposes, a prohibited purpose, `unknown` or `none`.
+    pub purpose: String,
+    /// A reason code, or `none` for allowed requests.
+    pub reason: &'static str,
+}
+
+/// Labels of `purposegate_policy_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// Every metric the proxy exports. Cheap to clone (handles are `Arc`s).
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    pub audit_records: Counter,
+    pub audit_errors: Counter,
+    pub policy_reloads: Family<ReloadLabels, Counter>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in a fresh registry.
+    pub fn new() -> (Metrics, Registry) {
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Histogram::new(latency_buckets()),
+            upstream_duration: Histogram::new(latency_buckets()),
+            audit_records: Counter::default(),
+            audit_errors: Counter::default(),
+            policy_reloads: Family::default(),
+        };
+        let mut r = Registry::with_prefix("purposegate");
+        r.register(
+            "requests",
+            "Requests by decision, purpose and reason code",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from request head to response head, including the audit write",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        r.register_with_unit(
+            "upstream_duration",
+            "Time the upstream store took to answer with a response head",
+            Unit::Seconds,
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            "audit_records",
+            "Audit records written",
+            m.audit_records.clone(),
+        );
+        r.register(
+            "audit_errors",
+            "Audit records that could not be written",
+            m.audit_errors.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Reloads of policy, consent and keys by result",
+            m.policy_reloads.clone(),
+        );
+        (m, r)
+    }
+
+    /// Counts a policy/consent/key reload.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.policy_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+}
+
+/// Encodes a registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(4096);
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        let (m, r) = Metrics::new();
+        m.requests
+            .get_or_create(&RequestLabels {
+                decision: "deny",
+                purpose: "none".into(),
+                reason: "missing_token",
+            })
+            .inc();
+        m.audit_records.inc();
+        m.reload(false);
+        m.request_duration.observe(0.001);
+        let text = encode(&r);
+        for name in [
+            "purposegate_requests_total{decision=\"deny\",purpose=\"none\",reason=\"missing_token\"} 1",
+            "purposegate_request_duration_seconds_bucket",
+            "purposegate_upstream_duration_seconds_count",
+            "purposegate_audit_records_total 1",
+            "purposegate_audit_errors_total 0",
+            "purposegate_policy_reloads_total{result=\"error\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The compiled policy: lookup structures built once at load.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use super::routes::RouteTable;
+
+/// What a purpose requires (CONTRACT §6 rules 9-16).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PurposeRule {
+    pub name: String,
+    /// Rule 9: this claim must be present and non-empty (e.g. `case_id`).
+    pub justification_claim: Option<String>,
+    /// Rule 10: the path owner must be in `subjects`.
+    pub subject_scoped: bool,
+    /// Rule 11 exemption (legal hold): deleted accounts stay readable.
+    pub deletion_exempt: bool,
+    /// Rule 13: `x-content-deidentified: true` required.
+    pub deidentified_only: bool,
+    /// Rule 14: content created inside an owner's opt-out period is refused.
+    pub honour_opt_outs: bool,
+    /// Rule 15: `x-content-source: api` content needs an org opt-in.
+    pub api_content_requires_opt_in: bool,
+}
+
+/// A compiled policy. Immutable; a reload builds a new one.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub purposes: HashMap<String, PurposeRule>,
+    pub prohibited: HashSet<String>,
+    /// role → purposes it permits.
+    pub roles: HashMap<String, Vec<String>>,
+    pub routes: RouteTable,
+    /// SHA-256 (hex) over the source files, to tell versions apart.
+    pub digest: String,
+    /// The files it was loaded from.
+    pub files: Vec<PathBuf>,
+}

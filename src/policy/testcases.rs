@@ -1,0 +1,2 @@
+//! `policy test`: decision test cases in YAML run against a policy.
+//! STUB: to be implemented (policy helper).
