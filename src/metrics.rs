@@ -55,6 +55,10 @@ impl Metrics {
             audit_errors: Counter::default(),
             policy_reloads: Family::default(),
         };
+        // Both results exist from the start so that alerts on `error` see a 0.
+        for result in ["ok", "error"] {
+            let _ = m.policy_reloads.get_or_create(&ReloadLabels { result });
+        }
         let mut r = Registry::with_prefix("purposegate");
         r.register(
             "requests",
@@ -100,11 +104,40 @@ impl Metrics {
     }
 }
 
-/// Encodes a registry in the Prometheus text format.
+/// Encodes a registry in the OpenMetrics text format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::with_capacity(4096);
     if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         out.clear();
+    }
+    out
+}
+
+/// Encodes a registry in the classic Prometheus text format (0.0.4), for
+/// scrapers and tools (`promtool check metrics`) that do not ask for
+/// OpenMetrics: counter families are named with their `_total` suffix, and
+/// the `# UNIT` and `# EOF` lines are dropped.
+pub fn encode_classic(registry: &Registry) -> String {
+    let open = encode(registry);
+    let counters: Vec<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
     }
     out
 }
@@ -127,6 +160,16 @@ mod tests {
         m.reload(false);
         m.request_duration.observe(0.001);
         let text = encode(&r);
+        let classic = encode_classic(&r);
+        assert!(
+            classic.contains("# TYPE purposegate_requests_total counter"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP purposegate_audit_records_total Audit records written"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
         for name in [
             "purposegate_requests_total{decision=\"deny\",purpose=\"none\",reason=\"missing_token\"} 1",
             "purposegate_request_duration_seconds_bucket",

@@ -1,1 +1,246 @@
-//! TODO
+//! Listeners and lifecycle: the client listener (HTTP/1.1 and h2c on one
+//! port), the admin listener, the reload watcher (file changes and SIGHUP),
+//! and graceful shutdown (stop accepting, drain in-flight requests up to the
+//! grace period, flush the audit log).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::state::{fingerprint, App, StartError};
+
+/// A started proxy: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Loads everything, binds both listeners and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listener = bind(config.listen).await?;
+    let admin = bind(config.admin_listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Listen {
+        addr: config.admin_listen,
+        source,
+    })?;
+    let grace = config.shutdown_grace;
+    let app = Arc::new(App::new(config)?);
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(serve_proxy(app.clone(), listener, stopped.clone(), grace)),
+        tokio::spawn(serve_admin(app.clone(), admin, stopped.clone())),
+        tokio::spawn(watch_for_reload(app.clone(), stopped)),
+    ];
+    tracing::info!(%addr, %admin_addr, "purposegate listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        app,
+        stop,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+impl Running {
+    /// Graceful shutdown: readiness down, stop accepting, drain in-flight
+    /// requests (bounded by `shutdown_grace`), then flush the audit log.
+    pub async fn shutdown(self) {
+        self.app.accepting.store(false, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = self.app.audit.flush().await {
+            tracing::error!(error = %e, "audit flush at shutdown failed");
+        }
+        tracing::info!("purposegate stopped");
+    }
+}
+
+async fn serve_proxy(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let (stream, client) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, client).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "grace period over; closing remaining connections"
+        );
+    }
+}
+
+async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let app = app.clone();
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let resp = crate::admin::handle(&app, &req);
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Reloads when a watched file changes (polled, so it also sees ConfigMap
+/// symlink swaps) or on SIGHUP. File reads happen on the blocking pool.
+async fn watch_for_reload(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut hup = hangup_signal();
+    let mut last = fingerprint(&app.watched_files());
+    let mut tick = tokio::time::interval(app.config.reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = recv_hangup(&mut hup) => true,
+            _ = stop.changed() => return,
+        };
+        let probe = app.clone();
+        let Ok(now) =
+            tokio::task::spawn_blocking(move || fingerprint(&probe.watched_files())).await
+        else {
+            continue;
+        };
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        let reload = app.clone();
+        let _ = tokio::task::spawn_blocking(move || reload.reload()).await;
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_hangup(sig: &mut Hangup) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+#[cfg(not(unix))]
+async fn recv_hangup(_: &mut Hangup) {
+    std::future::pending().await
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `purposegate serve`: start, wait for SIGTERM/SIGINT, shut down gracefully.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    running.shutdown().await;
+    Ok(())
+}

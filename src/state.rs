@@ -1,1 +1,162 @@
-//! TODO
+//! Live state shared by every request: the policy (swapped atomically on
+//! reload), the token verifier and its keys, the consent registry, the audit
+//! sink, upstream pools and metrics. Also the reload logic: a reload builds
+//! the complete new state and swaps only when all of it is valid.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+
+use crate::audit::{AuditCounters, AuditSink};
+use crate::auth::Verifier;
+use crate::config::{Config, ConfigError};
+use crate::consent::file::{ConsentData, FileConsent};
+use crate::consent::ConsentStore;
+use crate::metrics::Metrics;
+use crate::policy::{load, Policy};
+use crate::upstream::Upstreams;
+
+/// Everything a request needs, shared behind an `Arc`.
+pub struct App {
+    pub config: Config,
+    pub policy: ArcSwap<Policy>,
+    pub verifier: Verifier,
+    pub file_consent: Arc<FileConsent>,
+    pub consent: Arc<dyn ConsentStore>,
+    pub audit: AuditSink,
+    pub upstreams: Upstreams,
+    pub metrics: Metrics,
+    pub registry: Registry,
+    /// False once shutdown has begun (readiness goes down first).
+    pub accepting: AtomicBool,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("audit log: {0}")]
+    Audit(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Loads policy and consent the way both `serve` and `policy check` do.
+pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData), ConfigError> {
+    let consent = ConsentData::load(&config.consent_file)?;
+    let policy = load::load_dir(&config.policy_dir, &[config.consent_file.as_path()])?;
+    let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+    load::check_upstreams(&policy, &names)?;
+    Ok((policy, consent))
+}
+
+impl App {
+    /// Loads everything the config names; any error stops the start.
+    pub fn new(config: Config) -> Result<App, StartError> {
+        let (policy, consent) = load_policy_and_consent(&config)?;
+        let verifier = Verifier::new(&config.jwt, &config.claims)?;
+        let (metrics, registry) = Metrics::new();
+        let counters = AuditCounters {
+            records: metrics.audit_records.clone(),
+            errors: metrics.audit_errors.clone(),
+        };
+        let audit = AuditSink::open(&config.audit, counters)
+            .map_err(|e| StartError::Audit(e.to_string()))?;
+        let file_consent = Arc::new(FileConsent::new(consent));
+        Ok(App {
+            upstreams: Upstreams::new(&config.upstreams),
+            policy: ArcSwap::from_pointee(policy),
+            verifier,
+            consent: file_consent.clone(),
+            file_consent,
+            audit,
+            metrics,
+            registry,
+            accepting: AtomicBool::new(true),
+            config,
+        })
+    }
+
+    /// Reloads policy, consent and keys. Each part is validated before it is
+    /// swapped in; a part that fails keeps its old version and the error is
+    /// returned (and counted) so the caller can log why.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let result = self.reload_parts();
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => {
+                tracing::info!(policy = %self.policy.load().digest, "reloaded policy, consent and keys")
+            }
+            Err(e) => tracing::error!(error = %e, "reload failed; keeping the previous version"),
+        }
+        result
+    }
+
+    fn reload_parts(&self) -> Result<(), ConfigError> {
+        let (policy, consent) = load_policy_and_consent(&self.config)?;
+        self.verifier.reload()?;
+        self.policy.store(Arc::new(policy));
+        self.file_consent.replace(consent);
+        Ok(())
+    }
+
+    /// Readiness: the audit sink is writable, keys are loaded and the proxy
+    /// is not shutting down. Returns the failing parts.
+    pub fn readiness(&self) -> Vec<&'static str> {
+        let mut problems = Vec::new();
+        if !self.accepting.load(Ordering::Relaxed) {
+            problems.push("shutting_down");
+        }
+        if !self.audit.healthy() {
+            problems.push("audit_unwritable");
+        }
+        if self.verifier.key_count() == 0 {
+            problems.push("no_keys");
+        }
+        problems
+    }
+
+    /// The files whose change triggers a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.config.consent_file.clone()];
+        files.extend(self.config.jwt.jwks_file.clone());
+        files.extend(self.config.jwt.hs256_secret_file.clone());
+        if let Ok(entries) = std::fs::read_dir(&self.config.policy_dir) {
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| is_yaml(p)),
+            );
+        }
+        files.sort();
+        files
+    }
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// A cheap fingerprint of a set of files (path, size, mtime), compared by the
+/// watcher to notice edits, additions and removals (including Kubernetes'
+/// ConfigMap symlink swaps, since metadata follows the link).
+pub fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok();
+            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mtime = meta.and_then(|m| m.modified().ok());
+            (f.clone(), len, mtime)
+        })
+        .collect()
+}

@@ -1,1 +1,94 @@
-//! TODO
+//! Upstream stores: one pooled hyper client per configured upstream, with a
+//! connect timeout and a response-head timeout mapped to reason codes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::policy::Reason;
+
+/// One upstream store and its connection pool.
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+}
+
+/// Every configured upstream by name.
+#[derive(Default)]
+pub struct Upstreams {
+    by_name: HashMap<String, Upstream>,
+}
+
+impl Upstreams {
+    /// Builds a pool per upstream. Connections are reused across requests.
+    pub fn new<'a>(configs: impl IntoIterator<Item = (&'a String, &'a UpstreamConfig)>) -> Self {
+        let by_name = configs
+            .into_iter()
+            .filter_map(|(name, cfg)| Upstream::new(cfg).map(|u| (name.clone(), u)))
+            .collect();
+        Upstreams { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Upstream> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.by_name.keys().map(String::as_str).collect()
+    }
+}
+
+impl Upstream {
+    fn new(cfg: &UpstreamConfig) -> Option<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Some(Upstream {
+            client,
+            scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: cfg.url.authority()?.clone(),
+            response_timeout: cfg.response_timeout,
+        })
+    }
+
+    /// The absolute URI of `path_and_query` on this upstream.
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, Reason> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Reason::NonCanonicalPath)
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Sends the request and waits for the response head. A connection that
+    /// cannot be made is `upstream_unavailable`; a head that does not arrive
+    /// within the response timeout is `upstream_timeout`.
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Reason> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(Reason::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                Err(Reason::UpstreamUnavailable)
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}

@@ -1,3 +1,17 @@
-//! The audit trail (CONTRACT §7): record type, canonical encoding and hash
-//! chain, the single writer task with group commit, and `audit verify`.
-//! STUB: to be implemented (audit helper).
+//! The audit trail (CONTRACT §7): the record the proxy supplies (`record`), the
+//! canonical encoding and SHA-256 hash chain shared by writer and verifier
+//! (`chain`), the single writer thread with group commit (`writer`, on top of
+//! `target` and `recover`), and `audit verify` (`verify`).
+
+pub mod chain;
+pub mod record;
+mod recover;
+mod target;
+pub mod verify;
+pub mod writer;
+
+pub use record::{AuditEvent, DecisionKind, EventKind};
+pub use writer::{AuditCounters, AuditError, AuditSink};
+
+#[cfg(test)]
+mod sink_tests;

@@ -1,8 +1,31 @@
-//! Authentication: bearer extraction, key sets (JWKS file, HS256 secret),
-//! JWT verification and the verified-token cache, producing `Claims`.
-//! Also dev tooling: minting tokens and generating dev keys.
-//! STUB: to be implemented (auth helper).
+//! Authentication: bearer extraction (CONTRACT §6 rule 3), key sets (JWKS
+//! file, HS256 secret), JWT verification (rule 4) and the verified-token
+//! cache, producing `Claims`. Also dev tooling: minting tokens and generating
+//! dev keys (`mint`).
+//!
+//! Layout: `bearer` finds the token, `jose` splits it and reads its header,
+//! `keys` and `jwks` load and select verification keys, `registered` checks
+//! `iss`/`aud`/`exp`/`iat`/`nbf`, `extract` maps the payload to `Claims`,
+//! `cache` remembers verified tokens and `verifier` ties them together.
 
+mod bearer;
+mod cache;
 pub mod claims;
+mod error;
+mod extract;
+mod jose;
+mod jwks;
+mod keys;
+pub mod mint;
+mod registered;
+mod verifier;
 
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod verifier_tests;
+
+pub use bearer::{bearer, Bearer};
 pub use claims::Claims;
+pub use error::AuthError;
+pub use verifier::Verifier;

@@ -1,18 +1,25 @@
 //! The access policy: its model (`model`), YAML loading and compilation
-//! (`load`), route matching (`routes`), the pure decision functions
-//! (`decide`), reason codes (`reason`) and decision test cases (`testcases`).
+//! (`load`), route matching (`routes`), path canonicality (`canonical`), the
+//! pure decision functions (`decide`), reason codes (`reason`) and decision
+//! test cases (`testcases`).
 
+pub mod canonical;
+mod case_raw;
 pub mod decide;
+#[cfg(test)]
+mod decide_tests;
 pub mod load;
 pub mod model;
 pub mod reason;
 pub mod routes;
 pub mod testcases;
 
+pub use canonical::is_canonical;
 pub use decide::{
-    decide_post, decide_pre, AuthState, Check, Lookup, NoTrace, Outcome, RequestFacts,
-    ResponseMeta, Trace,
+    decide_post, decide_pre, has_method_override, AuthState, Check, Lookup, NoTrace, Outcome,
+    RequestFacts, ResponseMeta, Trace,
 };
-pub use model::{Policy, PurposeRule};
+pub use load::{check_upstreams, load_dir};
+pub use model::{Policy, PurposeRule, SourceLoc};
 pub use reason::Reason;
 pub use routes::{Route, RouteMatch, RouteTable};

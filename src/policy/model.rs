@@ -1,4 +1,5 @@
-//! The compiled policy: lookup structures built once at load.
+//! The compiled policy: lookup structures built once at load, so that a
+//! decision is a handful of hash lookups.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -35,4 +36,34 @@ pub struct Policy {
     pub digest: String,
     /// The files it was loaded from.
     pub files: Vec<PathBuf>,
+    /// Where each route (same index as `routes.routes()`) was declared, so
+    /// that checks made after loading (unknown upstreams) can point at it.
+    pub route_sources: Vec<SourceLoc>,
+}
+
+/// A place in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceLoc {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+}
+
+impl Policy {
+    /// The rule of a purpose the policy defines.
+    pub fn purpose(&self, name: &str) -> Option<&PurposeRule> {
+        self.purposes.get(name)
+    }
+
+    /// The first of `roles` that permits `purpose`, if any.
+    pub fn permitting_role<'r>(&self, roles: &'r [String], purpose: &str) -> Option<&'r str> {
+        roles
+            .iter()
+            .find(|r| {
+                self.roles
+                    .get(r.as_str())
+                    .is_some_and(|ps| ps.iter().any(|p| p == purpose))
+            })
+            .map(String::as_str)
+    }
 }

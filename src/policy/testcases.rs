@@ -1,2 +1,348 @@
-//! `policy test`: decision test cases in YAML run against a policy.
-//! STUB: to be implemented (policy helper).
+//! `policy test`: decision test cases in YAML run against a policy, through
+//! the same `decide_pre`/`decide_post` calls the proxy makes (claims are given
+//! directly instead of as a signed JWT). The case format is documented in
+//! `policies/README.md`; the YAML shapes live in `case_raw`.
+//!
+//! ```yaml
+//! now: "2026-11-29T12:00:00Z"        # optional clock for the file's cases
+//! consent: {users: {}, orgs: {}}     # optional CONTRACT §5 registry for the file
+//! cases:
+//!   - name: support agent reads the conversation of the user who asked
+//!     request: {method: GET, path: /v1/users/u1/conversations/c1}
+//!     token: {roles: [support], purpose: support, ticket_id: T-1, subjects: [u1],
+//!             training_cert_exp: "2027-01-01T00:00:00Z"}
+//!     response: {x-content-owner: u1}  # optional: also runs rules 12-16
+//!     expect: allow                    # or {deny: subject_not_in_scope}
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::case_raw::{suite_cases, RawSuite};
+use super::decide::{
+    decide_post, decide_pre, AuthState, Check, Lookup, Outcome, RequestFacts, ResponseMeta,
+};
+use super::model::Policy;
+use crate::auth::Claims;
+use crate::config::{parse_yaml, read_file, ConfigError};
+use crate::consent::file::ConsentData;
+use crate::consent::{OrgConsent, UserConsent};
+use crate::time::Millis;
+
+pub use super::case_raw::DEFAULT_NOW;
+
+/// One decision test case, resolved.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub file: PathBuf,
+    pub line: Option<u32>,
+    pub name: String,
+    /// The clock of the decision (Unix ms).
+    pub now: Millis,
+    pub method: http::Method,
+    /// The path without query string.
+    pub path: String,
+    pub method_override: bool,
+    pub token: TokenSpec,
+    /// When present (and rules 1-11 allow), rules 12-16 run on it too.
+    pub response: Option<MetaSpec>,
+    /// The case's or file's registry; `None`: the suite's default.
+    pub consent: Option<Arc<ConsentData>>,
+    pub unavailable: Unavailable,
+    pub expect: Outcome,
+}
+
+/// What the token of a case is.
+#[derive(Debug, Clone)]
+pub enum TokenSpec {
+    Missing,
+    Invalid(String),
+    Claims(Claims),
+}
+
+/// Owned response metadata (CONTRACT §4) of a case.
+#[derive(Debug, Clone, Default)]
+pub struct MetaSpec {
+    pub status: u16,
+    pub owner: Option<String>,
+    pub created_at: Option<String>,
+    pub source: Option<String>,
+    pub org: Option<String>,
+    pub deidentified: Option<String>,
+}
+
+/// Which consent lookups fail, to test failing closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    None,
+    Users,
+    Orgs,
+    All,
+}
+
+/// A case whose outcome differed from its expectation.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub file: PathBuf,
+    pub line: Option<u32>,
+    pub name: String,
+    pub expected: Outcome,
+    pub got: Outcome,
+    pub trace: Vec<Check>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub passed: usize,
+    pub failed: usize,
+    pub failures: Vec<Failure>,
+}
+
+/// Loads every `*.yaml`/`*.yml` case file directly in `dir` (or `dir` itself
+/// when it is a file), in name order.
+pub fn load_cases(dir: &Path) -> Result<Vec<Case>, ConfigError> {
+    let files = case_files(dir)?;
+    if files.is_empty() {
+        return Err(ConfigError::new(
+            dir,
+            None,
+            "no test case files (*.yaml or *.yml)",
+        ));
+    }
+    let mut cases = Vec::new();
+    for file in files {
+        let text = read_file(&file)?;
+        let suite: RawSuite = parse_yaml(&file, &text)?;
+        cases.extend(suite_cases(&file, suite)?);
+    }
+    Ok(cases)
+}
+
+fn case_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    if dir.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let read_err = |e: std::io::Error| ConfigError::new(dir, None, format!("cannot read: {e}"));
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if yaml && !name.starts_with('.') && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Runs every case against `policy`; cases without their own consent use
+/// `default_consent`.
+pub fn run(policy: &Policy, default_consent: &ConsentData, cases: &[Case]) -> Report {
+    let mut report = Report::default();
+    for case in cases {
+        let (got, trace) = evaluate(policy, default_consent, case);
+        if got == case.expect {
+            report.passed += 1;
+            continue;
+        }
+        report.failed += 1;
+        report.failures.push(Failure {
+            file: case.file.clone(),
+            line: case.line,
+            name: case.name.clone(),
+            expected: case.expect,
+            got,
+            trace,
+        });
+    }
+    report
+}
+
+/// Decides one case as the proxy would, with the checks made.
+pub fn evaluate(
+    policy: &Policy,
+    default_consent: &ConsentData,
+    case: &Case,
+) -> (Outcome, Vec<Check>) {
+    let consent = case.consent.as_deref().unwrap_or(default_consent);
+    let facts = RequestFacts::new(policy, &case.method, &case.path, case.method_override);
+    let auth = match &case.token {
+        TokenSpec::Missing => AuthState::Missing,
+        TokenSpec::Invalid(why) => AuthState::Invalid(why),
+        TokenSpec::Claims(c) => AuthState::Valid(c),
+    };
+    let default_user = UserConsent::default();
+    let owner = facts.route.map(|m| m.owner).unwrap_or("");
+    let user = consent
+        .users
+        .get(owner)
+        .map_or(&default_user, |u| u.as_ref());
+    let users_down = matches!(case.unavailable, Unavailable::Users | Unavailable::All);
+    let lookup = if users_down {
+        Lookup::Unavailable
+    } else {
+        Lookup::Known(user)
+    };
+    let mut trace = Vec::new();
+    let pre = decide_pre(policy, &facts, auth, lookup, case.now, &mut trace);
+    let (Outcome::Allow, Some(meta), TokenSpec::Claims(claims)) =
+        (pre, &case.response, &case.token)
+    else {
+        return (pre, trace);
+    };
+    let post = post(policy, consent, case, claims, owner, user, meta, &mut trace);
+    (post, trace)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn post(
+    policy: &Policy,
+    consent: &ConsentData,
+    case: &Case,
+    claims: &Claims,
+    owner: &str,
+    user: &UserConsent,
+    meta: &MetaSpec,
+    trace: &mut Vec<Check>,
+) -> Outcome {
+    let default_org = OrgConsent::default();
+    let orgs_down = matches!(case.unavailable, Unavailable::Orgs | Unavailable::All);
+    // Like the proxy: the org is looked up only when the response names one.
+    let org = meta.org.as_deref().map(|id| {
+        if orgs_down {
+            Lookup::Unavailable
+        } else {
+            Lookup::Known(consent.orgs.get(id).map_or(&default_org, |o| o.as_ref()))
+        }
+    });
+    let raw = ResponseMeta {
+        status: meta.status,
+        owner: meta.owner.as_deref(),
+        created_at: meta.created_at.as_deref(),
+        source: meta.source.as_deref(),
+        org: meta.org.as_deref(),
+        deidentified: meta.deidentified.as_deref(),
+    };
+    decide_post(policy, claims, owner, &raw, user, org, case.now, trace)
+}
+
+impl Report {
+    /// Whether every case passed.
+    pub fn ok(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// Each failure with its trace, then a last line `N passed, N failed`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.failures {
+            let at = match f.line {
+                Some(l) => format!("{}:{l}", f.file.display()),
+                None => f.file.display().to_string(),
+            };
+            let _ = writeln!(out, "FAIL {at}: {}", f.name);
+            let _ = writeln!(out, "  expected: {}", f.expected);
+            let _ = writeln!(out, "  got:      {}", f.got);
+            for c in &f.trace {
+                let mark = if c.passed { "pass" } else { "FAIL" };
+                let _ = writeln!(out, "    {mark} {:>2} {}: {}", c.rule, c.name, c.detail);
+            }
+        }
+        let _ = write!(out, "{} passed, {} failed", self.passed, self.failed);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load::load_dir;
+    use crate::policy::reason::Reason;
+
+    fn shipped() -> (Policy, ConsentData, Vec<Case>) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let consent_file = root.join("consent.yaml");
+        let policy = load_dir(&root, &[consent_file.as_path()]).unwrap();
+        let consent = ConsentData::load(&consent_file).unwrap();
+        let cases = load_cases(&root.join("tests")).unwrap();
+        (policy, consent, cases)
+    }
+
+    #[test]
+    fn the_shipped_suite_passes() {
+        let (policy, consent, cases) = shipped();
+        let report = run(&policy, &consent, &cases);
+        assert!(report.ok(), "{}", report.render());
+        assert!(report.passed >= 40, "{}", report.passed);
+        assert!(report
+            .render()
+            .ends_with(&format!("{} passed, 0 failed", report.passed)));
+    }
+
+    #[test]
+    fn the_shipped_suite_covers_every_rule() {
+        let (_, _, cases) = shipped();
+        let expected: Vec<Reason> = cases.iter().filter_map(|c| c.expect.reason()).collect();
+        for r in &Reason::ALL[..17] {
+            assert!(expected.contains(r), "no case expects {r}");
+        }
+        assert!(expected.contains(&Reason::ConsentUnavailable));
+    }
+
+    fn suite(text: &str) -> Result<Vec<Case>, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.yaml"), text).unwrap();
+        load_cases(dir.path()).map_err(|mut e| {
+            e.file = PathBuf::from(e.file.file_name().unwrap());
+            e
+        })
+    }
+
+    const ONE: &str = "cases:\n  - name: n\n    request: {path: /v1/users/u1/files}\n    token: missing\n    expect: {deny: missing_token}\n";
+
+    #[test]
+    fn a_case_records_its_line() {
+        let cases = suite(&format!("# comment\n{ONE}")).unwrap();
+        assert_eq!(cases[0].line, Some(3));
+        assert_eq!(
+            cases[0].now,
+            crate::time::parse_rfc3339(DEFAULT_NOW).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_reason_codes_are_errors_with_a_line() {
+        let e = suite(&ONE.replace("missing_token", "missing_tokn")).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.yaml:5: expect: unknown reason code `missing_tokn`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_tokens_are_errors() {
+        let e = suite(&ONE.replace("token: missing", "tokn: missing")).unwrap_err();
+        assert!(e.message.contains("tokn"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        let e = suite(&ONE.replace("token: missing", "token: absent")).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn failures_render_with_their_trace() {
+        let (policy, consent, _) = shipped();
+        let cases = suite(&ONE.replace("{deny: missing_token}", "allow")).unwrap();
+        let report = run(&policy, &consent, &cases);
+        assert_eq!((report.passed, report.failed), (0, 1));
+        let text = report.render();
+        assert!(text.contains("t.yaml:2: n"), "{text}");
+        assert!(text.contains("got:      deny missing_token"), "{text}");
+        assert!(text.contains("FAIL  3 token_present"), "{text}");
+        assert!(text.ends_with("0 passed, 1 failed"), "{text}");
+    }
+}

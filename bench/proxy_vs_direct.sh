@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Throughput and latency through purposegate vs. straight to the upstream,
+# measured side by side in one run on loopback. Prints a markdown table with
+# req/s, p50, p99 and the proxy/direct ratio for 1 and 64 connections and for
+# fsync batch and never. Bounded in time; stops only what it started.
+#
+#   bench/proxy_vs_direct.sh [SECONDS_PER_RUN]     (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-5}
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "needs wrk (Debian package wrk)"; exit 1; }; }
+
+cargo build --release --locked --quiet --bin purposegate --example bench_upstream
+BIN=target/release/purposegate
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port)
+taskset -c 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null & PIDS+=($!)
+
+"$BIN" token keygen --alg RS256 --kid bench-1 --out "$WORK/keys" >/dev/null
+mkdir -p "$WORK/policies"
+cp policies/*.yaml "$WORK/policies/" && rm -f "$WORK/policies/consent.yaml"
+cp policies/consent.yaml "$WORK/consent.yaml"
+TOKEN=$("$BIN" token mint --alg RS256 --kid bench-1 --key "$WORK/keys/bench-1.pem" \
+  --role support --purpose support --ticket-id T-1 --subject u1 --ttl 3000 --sub employee-42)
+
+start_proxy() { # $1 = fsync policy; prints the proxy port
+  local port admin
+  port=$(free_port); admin=$(free_port)
+  cat > "$WORK/config-$1.yaml" <<YAML
+listen: "127.0.0.1:$port"
+admin_listen: "127.0.0.1:$admin"
+jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"}
+policy_dir: "policies"
+consent_file: "consent.yaml"
+upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
+audit: {path: "audit-$1/audit.jsonl", fsync: "$1"}
+YAML
+  RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$WORK/config-$1.yaml" 2>"$WORK/proxy-$1.log" & PIDS+=($!)
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "$port"
+}
+P_BATCH=$(start_proxy batch)
+P_NEVER=$(start_proxy never)
+
+cat > "$WORK/auth.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+PATH_="/v1/users/u1/conversations/c1"
+# Sanity: the proxy really checks (no token → 401, token → 200).
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_BATCH$PATH_")" = 401 ] || { echo "proxy did not refuse a missing token"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BATCH$PATH_")" = 200 ] || { echo "proxy did not allow the bench token"; exit 1; }
+
+run() { # $1 port, $2 conns → "rps p50_ms p99_ms"
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  taskset -c 0 wrk -t"$threads" -c"$2" -d"${DUR}s" --latency -s "$WORK/auth.lua" "http://127.0.0.1:$1$PATH_" > "$WORK/wrk.out"
+  python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v, u): return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p = dict((k, ms(v, u)) for k, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", t))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {p['50']:.3f} {p['99']:.3f} {non2xx.group(1) if non2xx else 0}")
+PY
+}
+
+echo "| target | conns | req/s | p50 ms | p99 ms | non-2xx | req/s vs direct |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for c in 1 64; do
+  read -r d_rps d50 d99 dn <<<"$(run "$UP_PORT" "$c")"
+  read -r b_rps b50 b99 bn <<<"$(run "$P_BATCH" "$c")"
+  read -r n_rps n50 n99 nn <<<"$(run "$P_NEVER" "$c")"
+  echo "| direct | $c | $d_rps | $d50 | $d99 | $dn | 1.00 |"
+  echo "| purposegate fsync=batch | $c | $b_rps | $b50 | $b99 | $bn | $(python3 -c "print(f'{$b_rps/$d_rps:.2f}')") |"
+  echo "| purposegate fsync=never | $c | $n_rps | $n50 | $n99 | $nn | $(python3 -c "print(f'{$n_rps/$d_rps:.2f}')") |"
+done
+echo
+echo "machine: $(nproc) cores, $(uname -m); load generator pinned to CPU 0, upstream and proxy to CPU 1; ${DUR}s per run; RS256 token ($(printf %s "$TOKEN" | wc -c) bytes); $(date -u +%Y-%m-%d)"

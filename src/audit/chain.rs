@@ -1,0 +1,287 @@
+//! Canonical encoding and the SHA-256 hash chain, shared by the writer and the
+//! verifier so both derive hashes the same way (one implementation).
+//!
+//! A line is `{"ts":…,"seq":N,<event fields>,"prev_hash":"…","hash":"…"}`.
+//! `hash` is the SHA-256 of the canonical bytes: the line up to (not
+//! including) `,"hash":` followed by `}`, i.e. the record serialized without
+//! its hash. Verification therefore works on the exact text and never depends
+//! on re-serializing parsed JSON.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::record::AuditEvent;
+
+/// `prev_hash` of the first record of a log.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Length of the hex SHA-256 digest.
+const HASH_HEX_LEN: usize = 64;
+const HASH_PREFIX: &[u8] = b",\"hash\":\"";
+const HASH_SUFFIX: &[u8] = b"\"}";
+
+/// The end of the chain: the last record's `seq` and `hash` (seq 0 = empty log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    /// The head of an empty log.
+    pub fn genesis() -> ChainHead {
+        ChainHead {
+            seq: 0,
+            hash: GENESIS_HASH.to_string(),
+        }
+    }
+}
+
+/// Why a record could not be encoded or a line could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("sequence number overflow")]
+    SeqOverflow,
+    #[error("cannot serialize record: {0}")]
+    Serialize(String),
+    #[error("line does not end with a \"hash\" field of 64 lowercase hex digits")]
+    NoHash,
+    #[error("line is not valid UTF-8")]
+    Utf8,
+    #[error("invalid JSON: {0}")]
+    Json(String),
+}
+
+/// What is hashed: the record without its `hash`, fields in on-disk order.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    ts: &'a str,
+    seq: u64,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    prev_hash: &'a str,
+}
+
+/// One encoded record: its line (ending in `\n`) and the new chain head.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub line: Vec<u8>,
+    pub head: ChainHead,
+}
+
+/// SHA-256 of `bytes` as lowercase hex.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Encodes `event` as the record following `prev`, stamped with `ts`.
+pub fn encode(prev: &ChainHead, ts: &str, event: &AuditEvent) -> Result<Encoded, ChainError> {
+    let seq = prev.seq.checked_add(1).ok_or(ChainError::SeqOverflow)?;
+    let canonical = serde_json::to_vec(&Canonical {
+        ts,
+        seq,
+        event,
+        prev_hash: &prev.hash,
+    })
+    .map_err(|e| ChainError::Serialize(e.to_string()))?;
+    // serde_json emits a compact object, so the last byte is its closing brace.
+    let Some((b'}', body)) = canonical.split_last() else {
+        return Err(ChainError::Serialize("not a JSON object".into()));
+    };
+    let hash = hash_hex(&canonical);
+    let mut line = Vec::with_capacity(canonical.len() + HASH_PREFIX.len() + HASH_HEX_LEN + 3);
+    line.extend_from_slice(body);
+    line.extend_from_slice(HASH_PREFIX);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(HASH_SUFFIX);
+    line.push(b'\n');
+    Ok(Encoded {
+        line,
+        head: ChainHead { seq, hash },
+    })
+}
+
+/// The chain fields of one line, as read back from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedLine {
+    pub seq: u64,
+    pub prev_hash: String,
+    /// The `hash` stored in the line.
+    pub hash: String,
+    /// The hash re-derived from the line's canonical bytes.
+    pub computed: String,
+}
+
+impl ParsedLine {
+    /// Whether the stored hash matches the content (false = modified).
+    pub fn hash_ok(&self) -> bool {
+        self.hash == self.computed
+    }
+}
+
+/// The chain fields a verifier needs; other fields are covered by the hash.
+#[derive(Deserialize)]
+struct Link {
+    seq: u64,
+    prev_hash: String,
+}
+
+/// Parses one line (without its `\n`): splits off the stored hash, re-derives
+/// the hash from the canonical bytes and reads `seq` and `prev_hash`.
+pub fn parse_line(line: &[u8]) -> Result<ParsedLine, ChainError> {
+    let (canonical, hash) = split_hash(line)?;
+    let text = std::str::from_utf8(&canonical).map_err(|_| ChainError::Utf8)?;
+    let link: Link = serde_json::from_str(text).map_err(|e| ChainError::Json(e.to_string()))?;
+    Ok(ParsedLine {
+        seq: link.seq,
+        prev_hash: link.prev_hash,
+        hash: hash.to_string(),
+        computed: hash_hex(&canonical),
+    })
+}
+
+/// Returns the canonical bytes (line minus the hash field, plus `}`) and the
+/// stored hash.
+fn split_hash(line: &[u8]) -> Result<(Vec<u8>, &str), ChainError> {
+    let tail_len = HASH_PREFIX.len() + HASH_HEX_LEN + HASH_SUFFIX.len();
+    let cut = line.len().checked_sub(tail_len).ok_or(ChainError::NoHash)?;
+    let (body, tail) = line.split_at(cut);
+    let hex_part = tail
+        .strip_prefix(HASH_PREFIX)
+        .and_then(|t| t.strip_suffix(HASH_SUFFIX))
+        .ok_or(ChainError::NoHash)?;
+    if !hex_part
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Err(ChainError::NoHash);
+    }
+    let hash = std::str::from_utf8(hex_part).map_err(|_| ChainError::NoHash)?;
+    let mut canonical = Vec::with_capacity(body.len() + 1);
+    canonical.extend_from_slice(body);
+    canonical.push(b'}');
+    Ok((canonical, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{DecisionKind, EventKind};
+
+    fn event(id: &str) -> AuditEvent {
+        AuditEvent {
+            request_id: id.into(),
+            event: EventKind::Decision,
+            decision: DecisionKind::Allow,
+            subject: Some("alice".into()),
+            roles: vec!["support".into()],
+            purpose: Some("support".into()),
+            method: "GET".into(),
+            path: "/users/u1/files/f1".into(),
+            status: 200,
+            client_addr: "127.0.0.1:5000".into(),
+            ..AuditEvent::default()
+        }
+    }
+
+    #[test]
+    fn encode_parse_round_trip_links() {
+        let ts = "2026-03-01T00:00:00.000Z";
+        let a = encode(&ChainHead::genesis(), ts, &event("r1")).unwrap();
+        let b = encode(&a.head, ts, &event("r2")).unwrap();
+        assert_eq!((a.head.seq, b.head.seq), (1, 2));
+        let pa = parse_line(a.line.strip_suffix(b"\n").unwrap()).unwrap();
+        let pb = parse_line(b.line.strip_suffix(b"\n").unwrap()).unwrap();
+        assert!(pa.hash_ok() && pb.hash_ok());
+        assert_eq!(pa.prev_hash, GENESIS_HASH);
+        assert_eq!(pb.prev_hash, a.head.hash);
+        assert_eq!(pb.hash, b.head.hash);
+    }
+
+    #[test]
+    fn line_is_json_with_all_fields_in_order() {
+        let enc = encode(
+            &ChainHead::genesis(),
+            "2026-03-01T00:00:00.000Z",
+            &event("r1"),
+        )
+        .unwrap();
+        let text = std::str::from_utf8(&enc.line).unwrap();
+        assert!(text.ends_with("\"}\n") && text.starts_with("{\"ts\":"));
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let want = [
+            "ts",
+            "seq",
+            "request_id",
+            "event",
+            "decision",
+            "reason",
+            "subject",
+            "roles",
+            "purpose",
+            "justification",
+            "method",
+            "path",
+            "owner",
+            "route",
+            "status",
+            "bytes",
+            "duration_ms",
+            "client_addr",
+            "token_id",
+            "prev_hash",
+            "hash",
+        ];
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.len(), want.len());
+        let mut last = 0;
+        for key in want {
+            assert!(obj.contains_key(key), "missing {key}");
+            let at = text.find(&format!("\"{key}\":")).unwrap();
+            assert!(at >= last, "{key} out of order");
+            last = at;
+        }
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["hash"], enc.head.hash);
+    }
+
+    #[test]
+    fn hash_covers_the_exact_bytes() {
+        let enc = encode(
+            &ChainHead::genesis(),
+            "2026-03-01T00:00:00.000Z",
+            &event("r1"),
+        )
+        .unwrap();
+        let line = String::from_utf8(enc.line).unwrap();
+        let tampered = line.trim_end().replace("alice", "mallory");
+        let parsed = parse_line(tampered.as_bytes()).unwrap();
+        assert!(!parsed.hash_ok());
+        let (cut, _) = line.split_once(",\"hash\":").unwrap();
+        assert_eq!(hash_hex(format!("{cut}}}").as_bytes()), enc.head.hash);
+    }
+
+    #[test]
+    fn malformed_lines_are_rejected() {
+        assert_eq!(parse_line(b"{\"seq\":1}"), Err(ChainError::NoHash));
+        let upper = format!("{{\"seq\":1,\"hash\":\"{}\"}}", "A".repeat(64));
+        assert_eq!(parse_line(upper.as_bytes()), Err(ChainError::NoHash));
+        let no_prev = format!("{{\"seq\":1,\"hash\":\"{}\"}}", "a".repeat(64));
+        assert!(matches!(
+            parse_line(no_prev.as_bytes()),
+            Err(ChainError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn seq_overflow_is_an_error() {
+        let head = ChainHead {
+            seq: u64::MAX,
+            hash: GENESIS_HASH.into(),
+        };
+        assert!(matches!(
+            encode(&head, "t", &event("r")),
+            Err(ChainError::SeqOverflow)
+        ));
+    }
+}

@@ -1,0 +1,307 @@
+//! End-to-end tests of the sink: chain on disk, restart, torn-tail repair,
+//! concurrency, group commit and failure injection (via `FaultyTarget`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::recover::torn_path;
+use super::target::fault::{Faults, FaultyTarget};
+use super::target::{FileTarget, LogTarget};
+use super::verify::verify_files;
+use super::{AuditCounters, AuditError, AuditEvent, AuditSink, DecisionKind, EventKind};
+use crate::config::{AuditConfig, FsyncPolicy};
+
+fn config(dir: &Path, fsync: FsyncPolicy) -> AuditConfig {
+    AuditConfig {
+        path: dir.join("audit/audit.jsonl"),
+        fsync,
+        batch_window: Duration::ZERO,
+    }
+}
+
+fn event(id: impl Into<String>) -> AuditEvent {
+    AuditEvent {
+        request_id: id.into(),
+        event: EventKind::Decision,
+        decision: DecisionKind::Deny,
+        reason: Some("purpose_missing"),
+        subject: Some("alice".into()),
+        roles: vec!["support".into()],
+        method: "GET".into(),
+        path: "/users/u1/files/f1".into(),
+        status: 403,
+        client_addr: "127.0.0.1:4000".into(),
+        token_id: Some("jti-1".into()),
+        ..AuditEvent::default()
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn open_faulty(cfg: &AuditConfig, counters: AuditCounters) -> (AuditSink, Arc<Faults>) {
+    let faults = Arc::new(Faults::default());
+    let f = faults.clone();
+    let sink = AuditSink::open_with(cfg, counters, move |p| {
+        let inner = FileTarget::open(p)?;
+        Ok(Box::new(FaultyTarget { inner, faults: f }) as Box<dyn LogTarget>)
+    })
+    .unwrap();
+    (sink, faults)
+}
+
+fn verify(path: &Path) -> u64 {
+    verify_files(&[PathBuf::from(path)]).unwrap().records
+}
+
+#[tokio::test]
+async fn records_get_consecutive_seqs_and_all_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = AuditCounters::default();
+    let sink = AuditSink::open(&config(dir.path(), FsyncPolicy::Always), counters.clone()).unwrap();
+    for want in 1..=3 {
+        assert_eq!(sink.record(event(format!("r{want}"))).await.unwrap(), want);
+    }
+    assert_eq!(counters.records.get(), 3);
+    let recs = lines(sink.path());
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0]["prev_hash"], super::chain::GENESIS_HASH);
+    assert_eq!(recs[1]["prev_hash"], recs[0]["hash"]);
+    assert_eq!(recs[2]["request_id"], "r3");
+    assert_eq!(recs[2]["reason"], "purpose_missing");
+    let ts = recs[0]["ts"].as_str().unwrap();
+    assert!(
+        crate::time::parse_rfc3339(ts).is_some() && ts.ends_with('Z'),
+        "{ts}"
+    );
+    assert_eq!(verify(sink.path()), 3);
+    assert!(sink.healthy());
+}
+
+#[tokio::test]
+async fn restart_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    for i in 0..3 {
+        sink.record(event(format!("a{i}"))).await.unwrap();
+    }
+    drop(sink);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    assert_eq!(sink.record(event("b0")).await.unwrap(), 4);
+    assert_eq!(sink.record(event("b1")).await.unwrap(), 5);
+    assert_eq!(verify(&cfg.path), 5);
+}
+
+#[tokio::test]
+async fn torn_last_line_repaired_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    for i in 0..3 {
+        sink.record(event(format!("a{i}"))).await.unwrap();
+    }
+    drop(sink);
+    let fragment = "{\"ts\":\"2026-03-01T00:00:00.000Z\",\"seq\":4,\"request_";
+    let mut bytes = std::fs::read(&cfg.path).unwrap();
+    bytes.extend_from_slice(fragment.as_bytes());
+    std::fs::write(&cfg.path, &bytes).unwrap();
+    assert!(matches!(
+        verify_files(std::slice::from_ref(&cfg.path)),
+        Err(super::verify::VerifyError::TornLine { line: 4, .. })
+    ));
+
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    assert_eq!(sink.record(event("after")).await.unwrap(), 4);
+    assert_eq!(verify(&cfg.path), 4);
+    let torn = std::fs::read_to_string(torn_path(&cfg.path)).unwrap();
+    assert_eq!(torn, format!("{fragment}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_get_distinct_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = AuditCounters::default();
+    let sink = AuditSink::open(&config(dir.path(), FsyncPolicy::Batch), counters.clone()).unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let sink = sink.clone();
+            tokio::spawn(async move { sink.record(event(format!("c{i}"))).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    assert_eq!(counters.records.get(), 200);
+    assert_eq!(verify(sink.path()), 200);
+}
+
+/// Fires `n` concurrent records and waits for all of them.
+async fn burst(sink: &AuditSink, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let sink = sink.clone();
+            tokio::spawn(async move { sink.record(event(format!("g{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, faults) = open_faulty(&config(dir.path(), FsyncPolicy::Batch), Default::default());
+    // A slow disk: records queue up behind each fsync and share the next one.
+    faults.sync_delay_ms.store(5, Ordering::SeqCst);
+    burst(&sink, 200).await;
+    let syncs = sink.syncs();
+    assert!((1..=40).contains(&syncs), "{syncs} fsyncs for 200 records");
+    assert_eq!(verify(sink.path()), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_window_collects_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Batch);
+    cfg.batch_window = Duration::from_millis(50);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    burst(&sink, 100).await;
+    assert!(
+        sink.syncs() <= 10,
+        "{} fsyncs for 100 records",
+        sink.syncs()
+    );
+    assert_eq!(verify(sink.path()), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_fsyncs_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink =
+        AuditSink::open(&config(dir.path(), FsyncPolicy::Always), Default::default()).unwrap();
+    burst(&sink, 50).await;
+    assert_eq!(sink.syncs(), 50);
+    assert_eq!(verify(sink.path()), 50);
+}
+
+#[tokio::test]
+async fn never_writes_without_fsync_until_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink =
+        AuditSink::open(&config(dir.path(), FsyncPolicy::Never), Default::default()).unwrap();
+    for i in 0..5 {
+        sink.record(event(format!("n{i}"))).await.unwrap();
+    }
+    assert_eq!(sink.syncs(), 0);
+    assert_eq!(verify(sink.path()), 5);
+    sink.flush().await.unwrap();
+    assert_eq!(sink.syncs(), 1);
+}
+
+#[tokio::test]
+async fn record_nowait_lands_and_flush_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = AuditCounters::default();
+    let (sink, faults) = open_faulty(&config(dir.path(), FsyncPolicy::Batch), counters.clone());
+    faults.sync_delay_ms.store(20, Ordering::SeqCst);
+    for i in 0..10 {
+        sink.record_nowait(AuditEvent {
+            event: EventKind::Complete,
+            decision: DecisionKind::Allow,
+            ..event(format!("w{i}"))
+        });
+    }
+    sink.flush().await.unwrap();
+    // flush returned only after all ten were written (despite the slow fsync).
+    assert_eq!(counters.records.get(), 10);
+    let recs = lines(sink.path());
+    assert_eq!(recs.len(), 10);
+    assert_eq!(recs[9]["event"], "complete");
+    assert_eq!(verify(sink.path()), 10);
+}
+
+#[tokio::test]
+async fn write_failure_fails_closed_then_recovers_without_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = AuditCounters::default();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let (sink, faults) = open_faulty(&cfg, counters.clone());
+    sink.record(event("ok1")).await.unwrap();
+    sink.record(event("ok2")).await.unwrap();
+    let good_len = std::fs::metadata(&cfg.path).unwrap().len();
+
+    faults.fail_write.store(true, Ordering::SeqCst);
+    let err = sink.record(event("lost")).await.unwrap_err();
+    assert!(matches!(err, AuditError::Io(_)), "{err}");
+    assert!(!sink.healthy());
+    assert_eq!(counters.errors.get(), 1);
+    // The half-written record was cut off again: no torn line on disk.
+    assert_eq!(std::fs::metadata(&cfg.path).unwrap().len(), good_len);
+    assert!(
+        sink.flush().await.is_err(),
+        "flush must report the lost record"
+    );
+
+    faults.fail_write.store(false, Ordering::SeqCst);
+    assert_eq!(sink.record(event("ok3")).await.unwrap(), 3);
+    assert!(sink.healthy());
+    assert_eq!(counters.records.get(), 3);
+    assert_eq!(verify(&cfg.path), 3);
+    sink.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_failure_fails_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = AuditCounters::default();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let (sink, faults) = open_faulty(&cfg, counters.clone());
+    sink.record(event("ok1")).await.unwrap();
+
+    faults.fail_sync.store(true, Ordering::SeqCst);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let sink = sink.clone();
+            tokio::spawn(async move { sink.record(event(format!("f{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().is_err());
+    }
+    assert!(!sink.healthy());
+    assert_eq!(counters.errors.get(), 20);
+    assert_eq!(
+        lines(&cfg.path).len(),
+        1,
+        "failed records must not stay on disk"
+    );
+
+    faults.fail_sync.store(false, Ordering::SeqCst);
+    assert_eq!(sink.record(event("ok2")).await.unwrap(), 2);
+    assert!(sink.healthy());
+    assert_eq!(verify(&cfg.path), 2);
+}
+
+#[tokio::test]
+async fn clones_share_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink =
+        AuditSink::open(&config(dir.path(), FsyncPolicy::Batch), Default::default()).unwrap();
+    let other = sink.clone();
+    assert_eq!(other.record(event("x")).await.unwrap(), 1);
+    drop(other);
+    assert_eq!(sink.record(event("y")).await.unwrap(), 2);
+    assert!(sink.healthy());
+}

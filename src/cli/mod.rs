@@ -1,0 +1,299 @@
+//! The command line (CONTRACT §1). Each command is a thin call into the
+//! modules that own the work; this file only parses arguments and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod explain;
+mod token;
+pub use token::write_private_file;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "purposegate",
+    version,
+    about = "Purpose-bound access-control reverse proxy for stores of user content.\n\nEvery read of user content must carry a JWT that states a lawful purpose (abuse, support, legal, training), a justification, the users it is scoped to and a current security-and-privacy training certification. purposegate checks all of it, writes a tamper-evident audit record of every attempt and forwards only authorized reads."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the proxy (client listener + admin listener with /metrics /healthz /readyz).
+    Serve(ConfigArg),
+    /// Run everything on loopback with no setup: a sample content store, the proxy with dev keys,
+    /// and ready-to-paste curl lines showing an allowed read per purpose and several denials.
+    Demo(DemoArgs),
+    /// Validate or test the access policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the decision for a token and request, its reason code and every check made,
+    /// without contacting the upstream.
+    Explain(ExplainArgs),
+    /// Development tokens and keys.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// The config file (YAML, CONTRACT §2).
+    #[arg(long, env = "PURPOSEGATE_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Client-facing address of the demo proxy (an ephemeral port is used if busy).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Admin address of the demo proxy (an ephemeral port is used if busy).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub admin_listen: String,
+    /// Where to write the demo's config, keys, policy and audit log (default: a new temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the walkthrough, then stop instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the config, the policy files and the consent file; errors as `file:line: message`.
+    Check {
+        #[arg(long, env = "PURPOSEGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run decision test cases (YAML) against the policy; prints `N passed, N failed`.
+    Test {
+        /// Directory of test case files (e.g. policies/tests).
+        dir: PathBuf,
+        /// Take the policy and consent file from this config instead of DIR's parent directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    #[arg(long, env = "PURPOSEGATE_CONFIG")]
+    pub config: PathBuf,
+    /// The bearer token (without the "Bearer " prefix).
+    #[arg(long)]
+    pub token: String,
+    /// HTTP method, e.g. GET.
+    pub method: String,
+    /// Request path, e.g. /v1/users/u1/conversations/c1.
+    pub path: String,
+    /// Simulated response metadata header of the upstream, e.g. x-content-owner:u1 (repeatable).
+    #[arg(long = "meta", value_name = "NAME:VALUE")]
+    pub meta: Vec<String>,
+    /// Simulated request header, e.g. X-HTTP-Method-Override:DELETE (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// Evaluate at this time (RFC 3339) instead of now.
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token for development and tests.
+    Mint(Box<MintArgs>),
+    /// Generate a dev signing key: writes DIR/<kid>.pem (private) and DIR/jwks.json (public).
+    Keygen {
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        #[arg(long, default_value = "dev-1")]
+        kid: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct MintArgs {
+    /// Signing algorithm (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA, HS256).
+    #[arg(long, default_value = "ES256")]
+    pub alg: String,
+    /// Private key PEM file (asymmetric algorithms).
+    #[arg(long, conflicts_with = "secret_file")]
+    pub key: Option<PathBuf>,
+    /// HS256 secret file.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    #[arg(long)]
+    pub kid: Option<String>,
+    #[arg(long, default_value = "https://idp.example.test")]
+    pub iss: String,
+    #[arg(long, default_value = "purposegate")]
+    pub aud: String,
+    /// Employee id.
+    #[arg(long, default_value = "e-dev")]
+    pub sub: String,
+    /// Role (repeatable).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    #[arg(long)]
+    pub purpose: Option<String>,
+    #[arg(long)]
+    pub case_id: Option<String>,
+    #[arg(long)]
+    pub ticket_id: Option<String>,
+    #[arg(long)]
+    pub matter_id: Option<String>,
+    /// A user id the access is scoped to (repeatable).
+    #[arg(long = "subject")]
+    pub subjects: Vec<String>,
+    /// Days until the training certification expires (negative: already expired).
+    #[arg(long, default_value_t = 180, allow_negative_numbers = true)]
+    pub cert_days: i64,
+    /// Leave out training_cert_exp.
+    #[arg(long)]
+    pub no_cert: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub ttl: i64,
+    #[arg(long)]
+    pub jti: Option<String>,
+    /// Any other string claim, NAME=VALUE (repeatable).
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain of one or more audit files (given oldest first).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs the parsed command; the exit code follows CONTRACT §1.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(a) => serve(&a.config),
+        Command::Demo(a) => crate::demo::run(a),
+        Command::Policy(PolicyCommand::Check { config }) => policy_check(&config),
+        Command::Policy(PolicyCommand::Test { dir, config }) => {
+            policy_test(&dir, config.as_deref())
+        }
+        Command::Explain(a) => explain::run(&a),
+        Command::Token(TokenCommand::Mint(a)) => token::mint(&a),
+        Command::Token(TokenCommand::Keygen { alg, kid, out }) => token::keygen(&alg, &kid, &out),
+        Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+    }
+}
+
+/// Prints an error and returns exit code 1.
+pub fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::FAILURE
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve(config: &Path) -> ExitCode {
+    crate::logging::init_json();
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match rt.block_on(crate::server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn policy_check(config: &Path) -> ExitCode {
+    let checked = Config::load(config).and_then(|c| {
+        let (policy, consent) = crate::state::load_policy_and_consent(&c)?;
+        crate::auth::Verifier::new(&c.jwt, &c.claims)?;
+        Ok((policy, consent))
+    });
+    match checked {
+        Ok((policy, consent)) => {
+            println!(
+                "ok: {} purposes, {} roles, {} routes, {} users and {} orgs in the consent registry (policy {})",
+                policy.purposes.len(),
+                policy.roles.len(),
+                policy.routes.routes().len(),
+                consent.users.len(),
+                consent.orgs.len(),
+                &policy.digest[..policy.digest.len().min(12)]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
+    use crate::consent::file::ConsentData;
+    use crate::policy::{load, testcases};
+    let loaded = match config {
+        Some(c) => Config::load(c).and_then(|c| crate::state::load_policy_and_consent(&c)),
+        None => {
+            let policy_dir = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let consent_file = policy_dir.join("consent.yaml");
+            let consent = if consent_file.exists() {
+                ConsentData::load(&consent_file)
+            } else {
+                Ok(ConsentData::default())
+            };
+            consent.and_then(|consent| {
+                Ok((
+                    load::load_dir(&policy_dir, &[consent_file.as_path()])?,
+                    consent,
+                ))
+            })
+        }
+    };
+    let (policy, consent) = match loaded {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let cases = match testcases::load_cases(dir) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let report = testcases::run(&policy, &consent, &cases);
+    println!("{}", report.render().trim_end());
+    if report.failed == 0 && report.passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn audit_verify(files: &[PathBuf]) -> ExitCode {
+    match crate::audit::verify::verify_files(files) {
+        Ok(report) => {
+            println!(
+                "ok: {} records in {} file(s), chain intact",
+                report.records, report.files
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("audit verify failed: {e}")),
+    }
+}

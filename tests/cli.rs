@@ -1,0 +1,388 @@
+//! The command line as users run it: `policy check`, `policy test`,
+//! `explain`, `token mint`, `audit verify`, and `serve` as a separate process
+//! (streaming a 50 MiB body with bounded memory; failing closed when the
+//! audit log cannot be written).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Reply, Tok, Upstream};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_purposegate"))
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A config directory like the harness's, for commands run as processes.
+fn setup(
+    upstream: SocketAddr,
+) -> (
+    tempfile::TempDir,
+    purposegate::auth::mint::DevKey,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = purposegate::auth::mint::generate_dev_key(jsonwebtoken::Algorithm::ES256, "test-1")
+        .unwrap();
+    let config = common::write_config(dir.path(), &key, upstream, &common::Opts::default());
+    (dir, key, config)
+}
+
+#[test]
+fn policy_check_accepts_the_default_and_points_at_broken_lines() {
+    let (dir, _key, config) = setup("127.0.0.1:9".parse().unwrap());
+    let (code, out, err) = run(bin().args(["policy", "check", "--config"]).arg(&config));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+
+    // Break a role so that it names an undefined purpose.
+    let policy = std::fs::read_dir(dir.path().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .unwrap();
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("support:") && l.contains('['))
+        .map(|i| i + 1);
+    let broken = text.replacen("support: [support]", "support: [suport]", 1);
+    assert_ne!(
+        broken, text,
+        "default policy has a `support: [support]` role line"
+    );
+    std::fs::write(&policy, broken).unwrap();
+    let (code, _out, err) = run(bin().args(["policy", "check", "--config"]).arg(&config));
+    assert_eq!(code, 1);
+    let expected = format!("{}:{}:", policy.display(), line.unwrap());
+    assert!(err.contains(&expected), "expected {expected} in {err}");
+    assert!(err.contains("suport"), "{err}");
+
+    // A YAML syntax error also names its line.
+    std::fs::write(&policy, "roles:\n  support: [support\n").unwrap();
+    let (code, _out, err) = run(bin().args(["policy", "check", "--config"]).arg(&config));
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{}:", policy.display())), "{err}");
+
+    // Consent file errors too.
+    std::fs::write(
+        dir.path().join("consent.yaml"),
+        "users:\n  u1:\n    deletion_requested_at: soon\n",
+    )
+    .unwrap();
+    let (code, _out, err) = run(bin().args(["policy", "check", "--config"]).arg(&config));
+    assert_eq!(code, 1);
+    assert!(err.contains("consent.yaml:3:"), "{err}");
+}
+
+#[test]
+fn policy_test_runs_the_shipped_cases() {
+    let (code, out, err) = run(bin()
+        .args(["policy", "test"])
+        .arg(common::repo().join("policies/tests")));
+    assert_eq!(code, 0, "{out}{err}");
+    let last = out.lines().last().unwrap();
+    let passed: u32 = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 20, "{last}");
+    assert!(last.ends_with("passed, 0 failed"), "{last}");
+}
+
+#[test]
+fn policy_test_reports_a_failing_case() {
+    let dir = tempfile::tempdir().unwrap();
+    common::copy_policy(dir.path());
+    std::fs::copy(
+        common::repo().join("policies/consent.yaml"),
+        dir.path().join("policies/consent.yaml"),
+    )
+    .unwrap();
+    let tests = dir.path().join("policies/tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    for e in std::fs::read_dir(common::repo().join("policies/tests")).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Flip the first expected allow into a denial: the suite must notice.
+        std::fs::write(
+            tests.join(p.file_name().unwrap()),
+            text.replacen("expect: allow", "expect: {deny: opted_out}", 1),
+        )
+        .unwrap();
+    }
+    let (code, out, _) = run(bin().args(["policy", "test"]).arg(&tests));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines().last().unwrap().ends_with("passed, 1 failed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_shows_the_decision_and_every_check() {
+    let (_dir, key, config) = setup("127.0.0.1:9".parse().unwrap());
+    let good = common::mint_with(&key, &Tok::support("u1"));
+    let (code, out, err) = run(bin().args(["explain", "--config"]).arg(&config).args([
+        "--token",
+        &good,
+        "GET",
+        "/v1/users/u1/conversations/c1",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision: allow"), "{out}");
+    assert!(out.matches("[pass]").count() >= 10, "{out}");
+
+    let (code, out, _) = run(bin().args(["explain", "--config"]).arg(&config).args([
+        "--token",
+        &good,
+        "GET",
+        "/v1/users/u2/conversations/c1",
+    ]));
+    assert_eq!(code, 1);
+    assert!(out.contains("decision: deny"), "{out}");
+    assert!(out.contains("reason: subject_not_in_scope (403)"), "{out}");
+    assert!(out.contains("[FAIL]"), "{out}");
+
+    let training = common::mint_with(&key, &Tok::training());
+    let (code, out, _) = run(bin().args(["explain", "--config"]).arg(&config).args([
+        "--token",
+        &training,
+        "GET",
+        "/v1/users/u2/conversations/c9",
+        "--meta",
+        "x-content-owner:u2",
+        "--meta",
+        "x-content-created-at:2026-04-01T00:00:00Z",
+        "--meta",
+        "x-content-source:consumer",
+        "--meta",
+        "x-content-deidentified:true",
+    ]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("reason: opted_out (403)"), "{out}");
+    assert!(!out.contains(&training), "explain never prints the token");
+}
+
+#[test]
+fn token_mint_produces_a_token_the_proxy_accepts() {
+    let (dir, _key, config) = setup("127.0.0.1:9".parse().unwrap());
+    let keys = dir.path().join("keys");
+    let (code, out, err) = run(bin()
+        .args([
+            "token", "keygen", "--alg", "ES256", "--kid", "test-1", "--out",
+        ])
+        .arg(&keys));
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::copy(keys.join("jwks.json"), dir.path().join("jwks.json")).unwrap();
+    let (code, token, err) = run(bin()
+        .args([
+            "token",
+            "mint",
+            "--alg",
+            "ES256",
+            "--kid",
+            "test-1",
+            "--iss",
+            common::ISSUER,
+            "--aud",
+            common::AUDIENCE,
+            "--role",
+            "legal",
+            "--purpose",
+            "legal",
+            "--matter-id",
+            "M-7",
+            "--subject",
+            "u3",
+            "--key",
+        ])
+        .arg(keys.join("test-1.pem")));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(bin().args(["explain", "--config"]).arg(&config).args([
+        "--token",
+        token.trim(),
+        "GET",
+        "/v1/users/u3/files/f1",
+    ]));
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn audit_verify_passes_a_good_log_and_names_the_first_bad_line() {
+    let (code, _, err) = run(bin().args(["audit", "verify", "/nonexistent/audit.jsonl"]));
+    assert_eq!(code, 1, "{err}");
+}
+
+/// A `serve` process and the addresses it printed.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(config: &Path, fsize_limit: Option<u64>) -> Served {
+    let mut cmd = bin();
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    if let Some(limit) = fsize_limit {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rl = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &rl);
+                // Writes past the limit fail with EFBIG instead of killing the process.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(addr) = v["fields"]["addr"].as_str() {
+                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("serve printed its address");
+    Served { child, addr }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mib_body_streams_through_with_bounded_memory() {
+    const SIZE: u64 = 50 * 1024 * 1024;
+    let up = Upstream::start().await;
+    let mut big = Reply::ok(&[("x-content-owner", "u1")]);
+    big.stream_bytes = Some(SIZE);
+    up.reply("/v1/users/u1/files/big", big);
+    let (_dir, key, config) = setup(up.addr);
+    let served = serve(&config, None);
+    let token = common::mint_with(&key, &Tok::support("u1"));
+    let baseline = peak_rss_kib(served.child.id());
+
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(format!("http://{}/v1/users/u1/files/big", served.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut received = 0u64;
+    let started = Instant::now();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bounded in time"
+        );
+    }
+    assert_eq!(received, SIZE);
+    let peak = peak_rss_kib(served.child.id());
+    let grown_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    eprintln!("proxy peak RSS {peak} KiB, grew {grown_mib:.1} MiB while streaming 50 MiB");
+    assert!(
+        grown_mib < 16.0,
+        "proxy grew {grown_mib:.1} MiB for a 50 MiB body: it buffers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_log_refuses_reads_with_503() {
+    let up = Upstream::start().await;
+    let (dir, key, config) = setup(up.addr);
+    // The audit file may grow to 6 KiB: a handful of records, then EFBIG.
+    let served = serve(&config, Some(6 * 1024));
+    let token = common::mint_with(&key, &Tok::support("u1"));
+    let mut saw_503 = false;
+    let mut last_ok = 0;
+    for i in 0..200 {
+        let resp = common::send(
+            served.addr,
+            http::Method::GET,
+            "/v1/users/u1/conversations/c1",
+            Some(&token),
+            &[],
+        )
+        .await;
+        match resp.status {
+            200 => {
+                assert!(
+                    !saw_503,
+                    "a read succeeded after the log filled up at request {i}"
+                );
+                last_ok = i;
+            }
+            503 => {
+                assert_eq!(resp.reason().as_deref(), Some("audit_unavailable"));
+                assert!(
+                    !resp.body.windows(12).any(|w| w == b"user content"),
+                    "no content without an audit record"
+                );
+                saw_503 = true;
+                break;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(saw_503, "the log never filled up");
+    assert!(last_ok > 0, "some reads were allowed before the limit");
+    // Every 200 the client saw has its decision record, and the chain is intact.
+    let log = dir.path().join("audit/audit.jsonl");
+    let records = common::read_audit(&log);
+    let allows = records
+        .iter()
+        .filter(|r| r["event"] == "decision" && r["decision"] == "allow")
+        .count();
+    assert!(
+        allows > last_ok,
+        "{allows} allow records for {} successful reads",
+        last_ok + 1
+    );
+    let (code, out, err) = run(bin().args(["audit", "verify"]).arg(&log));
+    assert_eq!(code, 0, "{out}{err}");
+}
