@@ -386,3 +386,44 @@ async fn an_unwritable_audit_log_refuses_reads_with_503() {
     let (code, out, err) = run(bin().args(["audit", "verify"]).arg(&log));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn demo_walks_through_every_purpose_and_several_denials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "demo",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("[ok]").count(), 14, "{text}");
+    assert!(!text.contains("UNEXPECTED"), "{text}");
+    for purpose in ["abuse:", "support:", "legal:", "training:"] {
+        assert!(text.contains(purpose), "{purpose} in {text}");
+    }
+    let denials: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("got 4"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(denials.len() >= 5, "{denials:?}");
+    assert_eq!(text.matches("curl -si").count(), 14);
+    // The demo's own audit log verifies.
+    let (code, out, err) = run(bin()
+        .args(["audit", "verify"])
+        .arg(dir.path().join("audit/audit.jsonl")));
+    assert_eq!(code, 0, "{out}{err}");
+}
