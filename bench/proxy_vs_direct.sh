@@ -28,7 +28,7 @@ cp policies/consent.yaml "$WORK/consent.yaml"
 TOKEN=$("$BIN" token mint --alg RS256 --kid bench-1 --key "$WORK/keys/bench-1.pem" \
   --role support --purpose support --ticket-id T-1 --subject u1 --ttl 3000 --sub employee-42)
 
-start_proxy() { # $1 = fsync policy; prints the proxy port
+start_proxy() { # $1 = fsync policy; sets PROXY_PORT (no subshell: PIDS must survive)
   local port admin
   port=$(free_port); admin=$(free_port)
   cat > "$WORK/config-$1.yaml" <<YAML
@@ -42,10 +42,10 @@ audit: {path: "audit-$1/audit.jsonl", fsync: "$1"}
 YAML
   RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$WORK/config-$1.yaml" 2>"$WORK/proxy-$1.log" & PIDS+=($!)
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  echo "$port"
+  PROXY_PORT=$port
 }
-P_BATCH=$(start_proxy batch)
-P_NEVER=$(start_proxy never)
+start_proxy batch; P_BATCH=$PROXY_PORT
+start_proxy never; P_NEVER=$PROXY_PORT
 
 cat > "$WORK/auth.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"
