@@ -58,6 +58,8 @@ fn readyz(app: &App) -> Response<Full<Bytes>> {
         "problems": problems,
         "policy": app.policy.load().digest,
         "keys": app.verifier.key_count(),
+        "issuers": app.verifier.issuer_status(),
+        "stale_issuers": app.verifier.issuer_status().into_iter().filter(|s| s.stale).map(|s| s.issuer).collect::<Vec<_>>(),
     });
     text(status, "application/json", format!("{body}\n"))
 }
