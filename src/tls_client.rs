@@ -33,9 +33,9 @@ pub fn https_client(
     };
     if let Some(path) = ca_file {
         for cert in read_certs(path)? {
-            roots
-                .add(cert)
-                .map_err(|e| ConfigError::new(path, None, format!("unusable CA certificate: {e}")))?;
+            roots.add(cert).map_err(|e| {
+                ConfigError::new(path, None, format!("unusable CA certificate: {e}"))
+            })?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -83,7 +83,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "nothing here\n").unwrap();
-        let e = https_client(Some(&empty), Duration::from_secs(1)).err().unwrap();
+        let e = https_client(Some(&empty), Duration::from_secs(1))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("empty.pem"), "{e}");
         let missing = dir.path().join("missing.pem");
         assert!(https_client(Some(&missing), Duration::from_secs(1)).is_err());

@@ -519,6 +519,9 @@ async fn several_issuers_each_with_their_own_keys() {
     // A key of one issuer never verifies another issuer's tokens.
     assert_eq!(proxy.get(&token(&ka, other)).await.status, 401);
     assert_eq!(proxy.get(&token(&kb, &idp.base)).await.status, 401);
-    assert_eq!(proxy.get(&token(&ka, "https://unknown.test")).await.status, 401);
+    assert_eq!(
+        proxy.get(&token(&ka, "https://unknown.test")).await.status,
+        401
+    );
     proxy.stop().await;
 }

@@ -68,7 +68,9 @@ impl IssuerKeys {
                 remote.mark_loaded_from_disk(saved_at);
                 tracing::info!(issuer = %self.cfg.issuer, keys = self.key_count(), "loaded the last good key set from cache_dir");
             }
-            Err(e) => tracing::warn!(issuer = %self.cfg.issuer, error = %e, "ignoring the persisted key set"),
+            Err(e) => {
+                tracing::warn!(issuer = %self.cfg.issuer, error = %e, "ignoring the persisted key set")
+            }
         }
     }
 

@@ -143,8 +143,16 @@ impl Verifier {
     }
 
     #[cfg(test)]
+    pub(crate) fn issuers_for_tests(&self) -> &[Arc<IssuerKeys>] {
+        &self.issuers
+    }
+
+    #[cfg(test)]
     pub(crate) fn cache_len(&self) -> usize {
-        self.issuers.iter().map(|i| i.state.load().cache.len()).sum()
+        self.issuers
+            .iter()
+            .map(|i| i.state.load().cache.len())
+            .sum()
     }
 
     /// The issuer whose keys verify this token. With one issuer that is it

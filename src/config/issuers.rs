@@ -56,7 +56,9 @@ pub(super) fn timing(
     Ok(Timing {
         refresh_min: Duration::from_secs(min),
         refresh_max: Duration::from_secs(raw.refresh_max_seconds),
-        unknown_kid_refetch: Duration::from_secs(raw.unknown_kid_refetch_seconds),
+        // At least 1 s: unknown kids come from unauthenticated clients, and
+        // the limit is what keeps them from driving traffic to the IdP.
+        unknown_kid_refetch: Duration::from_secs(raw.unknown_kid_refetch_seconds.max(1)),
         fetch_timeout: Duration::from_millis(raw.fetch_timeout_ms.clamp(1, 60_000)),
         cache_dir: raw.cache_dir.as_deref().map(resolve),
         ca_file: raw.ca_file.as_deref().map(resolve),
@@ -158,13 +160,16 @@ pub(super) fn additional(
     let mut out: Vec<JwtConfig> = Vec::new();
     for (i, raw) in raws.into_iter().enumerate() {
         let prefix = format!("jwt.additional_issuers[{i}]");
-        let dup = raw.issuer.value == base.issuer
-            || out.iter().any(|c| c.issuer == raw.issuer.value);
+        let dup =
+            raw.issuer.value == base.issuer || out.iter().any(|c| c.issuer == raw.issuer.value);
         if dup {
             return Err(ConfigError::at(
                 file,
                 &raw.issuer,
-                format!("{prefix}.issuer: `{}` is configured twice", raw.issuer.value),
+                format!(
+                    "{prefix}.issuer: `{}` is configured twice",
+                    raw.issuer.value
+                ),
             ));
         }
         out.push(one_additional(file, &prefix, base, raw, t, resolve)?);
@@ -322,7 +327,10 @@ audit:
         let e = parse("jwks_url: \"http://idp.example.test/jwks\"").unwrap_err();
         assert_eq!(e.line, Some(8), "{e}");
         assert!(e.message.contains("loopback"), "{e}");
-        assert!(parse("jwks_url: \"http://idp.example.test/jwks\"\n  allow_insecure_http: true").is_ok());
+        assert!(
+            parse("jwks_url: \"http://idp.example.test/jwks\"\n  allow_insecure_http: true")
+                .is_ok()
+        );
         let e = parse("jwks_url: \"https://a/jwks\"\n  jwks_file: \"j.json\"").unwrap_err();
         assert!(e.message.contains("one key source"), "{e}");
         let e = parse("jwks_url: \"https://a/jwks\"\n  oidc_issuer: \"https://a\"").unwrap_err();

@@ -246,7 +246,12 @@ pub(crate) async fn run(issuer: Arc<IssuerKeys>, mut stop: watch::Receiver<bool>
     let Some(remote) = &issuer.remote else { return };
     let mut failures: u32 = 0;
     loop {
-        let delay = match refresh(&issuer).await {
+        // Shutdown does not wait for a fetch in progress.
+        let outcome = tokio::select! {
+            outcome = refresh(&issuer) => outcome,
+            _ = stop.changed() => return,
+        };
+        let delay = match outcome {
             Ok(max_age) => {
                 failures = 0;
                 schedule::refresh_delay(max_age, remote.cfg.refresh_min, remote.cfg.refresh_max)
@@ -306,9 +311,8 @@ pub(crate) fn status(issuer: &IssuerKeys) -> IssuerStatus {
     let age = remote.age_seconds().map(|a| a as u64);
     let last_error = locked(&remote.status).last_error.clone();
     let too_old = remote.cfg.refresh_max + remote.backoff_cap() + remote.cfg.fetch_timeout;
-    let stale = keys == 0
-        || last_error.is_some()
-        || age.is_none_or(|a| Duration::from_secs(a) > too_old);
+    let stale =
+        keys == 0 || last_error.is_some() || age.is_none_or(|a| Duration::from_secs(a) > too_old);
     IssuerStatus {
         issuer: issuer.cfg.issuer.clone(),
         source: "remote",
@@ -327,3 +331,6 @@ pub(crate) fn register_metrics(
 ) {
     metrics::register(m, issuers, registry);
 }
+
+#[cfg(test)]
+mod tests;

@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn cache_control_parsing() {
         assert_eq!(parse_cache_control("max-age=600"), Some(600));
-        assert_eq!(parse_cache_control("public, Max-Age=60, must-revalidate"), Some(60));
+        assert_eq!(
+            parse_cache_control("public, Max-Age=60, must-revalidate"),
+            Some(60)
+        );
         assert_eq!(parse_cache_control("max-age=\"30\""), Some(30));
         assert_eq!(parse_cache_control("public, max-age=60, no-cache"), Some(0));
         assert_eq!(parse_cache_control("no-store"), Some(0));
