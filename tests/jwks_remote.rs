@@ -272,6 +272,33 @@ impl Proxy {
     }
 }
 
+/// Checks the metrics text with `promtool check metrics` when installed
+/// (CI installs it).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = spawned else { return };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Polls until `f` holds (bounded: `tries` × 100 ms).
 async fn eventually<F, Fut>(tries: usize, mut f: F) -> bool
 where
@@ -322,6 +349,7 @@ async fn rotation_accepts_a_new_kid_within_one_request_and_exports_metrics() {
     ] {
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
+    promtool_accepts(&metrics);
     let ready = proxy.admin("/readyz").await.json();
     assert_eq!(ready["issuers"][0]["source"], "remote");
     assert_eq!(ready["issuers"][0]["stale"], false, "{ready}");
@@ -528,6 +556,39 @@ async fn several_issuers_each_with_their_own_keys() {
     assert_eq!(
         proxy.get(&token(&ka, "https://unknown.test")).await.status,
         401
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_discovery_refuses_a_document_naming_another_issuer() {
+    let (idp, up) = (Idp::start().await, Upstream::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = key("k1");
+    idp.set_keys(&[&k1]);
+    // Same server, but under the name `localhost`: the document still says
+    // `https://127.0.0.1:PORT`, which is not the configured issuer.
+    let other_name = idp.base.replace("127.0.0.1", "localhost");
+    let keys = format!("oidc_issuer: \"{other_name}\"");
+    let mut proxy = Proxy::start(dir.path(), &idp, &up, &keys).await;
+    let discovered = eventually(50, || async {
+        idp.state.discovery_fetches.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert!(discovered);
+    let error_recorded = eventually(50, || async {
+        let r = proxy.admin("/readyz").await.json();
+        r["issuers"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("OIDC discovery"))
+    })
+    .await;
+    assert!(error_recorded, "{:?}", proxy.admin("/readyz").await.json());
+    assert_eq!(proxy.admin("/readyz").await.status, 503);
+    assert_eq!(
+        idp.fetches(),
+        0,
+        "the JWKS named by that document is never read"
     );
     proxy.stop().await;
 }
