@@ -53,11 +53,19 @@ fn readyz(app: &App) -> Response<Full<Bytes>> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let issuers = app.verifier.issuer_status();
+    let stale: Vec<&str> = issuers
+        .iter()
+        .filter(|s| s.stale)
+        .map(|s| s.issuer.as_str())
+        .collect();
     let body = serde_json::json!({
         "ready": problems.is_empty(),
         "problems": problems,
         "policy": app.policy.load().digest,
         "keys": app.verifier.key_count(),
+        "issuers": issuers,
+        "stale_issuers": stale,
     });
     text(status, "application/json", format!("{body}\n"))
 }

@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+mod issuers;
+pub use issuers::{checked_url as checked_key_url, discovery_url};
+
 /// A configuration, policy or consent error pointing at its source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -106,6 +109,42 @@ pub struct JwtConfig {
     pub max_lifetime_seconds: u64,
     /// Bound of the verified-token cache.
     pub cache_max_entries: usize,
+    /// Keys fetched from the identity provider (`jwks_url` / `oidc_issuer`)
+    /// instead of `jwks_file`.
+    pub remote: Option<RemoteKeysConfig>,
+    /// Further issuers (`jwt.additional_issuers`), each a complete
+    /// `JwtConfig` with the settings it does not name inherited from `jwt:`;
+    /// their own `additional_issuers` is always empty.
+    pub additional_issuers: Vec<JwtConfig>,
+}
+
+/// Where remote keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteSource {
+    /// A JWKS document at this URL.
+    JwksUrl(http::Uri),
+    /// OIDC discovery: `<issuer>/.well-known/openid-configuration` names the
+    /// `jwks_uri`; the document's `issuer` must equal this string.
+    OidcIssuer(String),
+}
+
+/// Fetching keys over HTTPS (see `auth::remote`).
+#[derive(Debug, Clone)]
+pub struct RemoteKeysConfig {
+    pub source: RemoteSource,
+    /// Plain HTTP to a non-loopback host (explicit opt-in; never a default).
+    pub allow_insecure_http: bool,
+    /// Bounds applied to the IdP's `Cache-Control: max-age`.
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    /// Least time between two refetches triggered by unknown kids.
+    pub unknown_kid_refetch: Duration,
+    /// Bound of one fetch (connect, TLS, response, body).
+    pub fetch_timeout: Duration,
+    /// Where the last good key set of each issuer is kept across restarts.
+    pub cache_dir: Option<PathBuf>,
+    /// Extra PEM CA certificates trusted for the IdP (besides webpki roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Renames of token claims: logical (contract) name → name in the token.
@@ -208,6 +247,24 @@ struct RawJwt {
     max_lifetime_seconds: u64,
     #[serde(default = "default_cache_entries")]
     cache_max_entries: usize,
+    #[serde(default)]
+    oidc_issuer: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    #[serde(default = "default_refresh_min")]
+    refresh_min_seconds: u64,
+    #[serde(default = "default_refresh_max")]
+    refresh_max_seconds: u64,
+    #[serde(default = "default_unknown_kid")]
+    unknown_kid_refetch_seconds: u64,
+    #[serde(default = "default_fetch_timeout")]
+    fetch_timeout_ms: u64,
+    #[serde(default)]
+    cache_dir: Option<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    additional_issuers: Vec<issuers::RawIssuer>,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +301,18 @@ fn default_max_lifetime() -> u64 {
 }
 fn default_cache_entries() -> usize {
     10_000
+}
+fn default_refresh_min() -> u64 {
+    60
+}
+fn default_refresh_max() -> u64 {
+    3600
+}
+fn default_unknown_kid() -> u64 {
+    30
+}
+fn default_fetch_timeout() -> u64 {
+    5000
 }
 fn default_connect_ms() -> u64 {
     1000
@@ -345,13 +414,16 @@ fn validate_jwt(
             "jwt.algorithms: list at least one algorithm",
         ));
     }
-    if let Some(url) = &raw.jwks_url {
-        return Err(ConfigError::at(
-            file,
-            url,
-            "jwt.jwks_url: fetching keys over the network is not available in this build yet; use jwt.jwks_file",
-        ));
-    }
+    let timing = issuers::timing(file, &raw, resolve)?;
+    let remote = issuers::remote_source(
+        file,
+        "jwt",
+        raw.jwks_file.is_some(),
+        raw.jwks_url.as_ref(),
+        raw.oidc_issuer.as_ref(),
+        raw.allow_insecure_http,
+        &timing,
+    )?;
     let hs = algorithms
         .iter()
         .any(|a| matches!(a, jsonwebtoken::Algorithm::HS256));
@@ -370,11 +442,11 @@ fn validate_jwt(
                 | jsonwebtoken::Algorithm::HS512
         )
     });
-    if asymmetric && raw.jwks_file.is_none() {
+    if asymmetric && raw.jwks_file.is_none() && remote.is_none() {
         return Err(ConfigError::at(
             file,
             &raw.algorithms,
-            "jwt.algorithms lists public-key algorithms but jwt.jwks_file is not set",
+            "jwt.algorithms lists public-key algorithms but jwt.jwks_file (or jwks_url, oidc_issuer) is not set",
         ));
     }
     if algorithms.iter().any(|a| {
@@ -396,7 +468,7 @@ fn validate_jwt(
             "jwt.audiences: list at least one audience",
         ));
     }
-    Ok(JwtConfig {
+    let mut jwt = JwtConfig {
         issuer: raw.issuer,
         audiences: raw.audiences,
         algorithms,
@@ -405,7 +477,12 @@ fn validate_jwt(
         leeway_seconds: raw.leeway_seconds,
         max_lifetime_seconds: raw.max_lifetime_seconds,
         cache_max_entries: raw.cache_max_entries.max(1),
-    })
+        remote,
+        additional_issuers: Vec::new(),
+    };
+    jwt.additional_issuers =
+        issuers::additional(file, &jwt, raw.additional_issuers, &timing, resolve)?;
+    Ok(jwt)
 }
 
 fn validate_upstream(

@@ -45,11 +45,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let grace = config.shutdown_grace;
     let app = Arc::new(App::new(config)?);
     let (stop, stopped) = watch::channel(false);
-    let tasks = vec![
+    let key_fetchers = app.verifier.spawn_refreshers(stopped.clone());
+    let mut tasks = vec![
         tokio::spawn(serve_proxy(app.clone(), listener, stopped.clone(), grace)),
         tokio::spawn(serve_admin(app.clone(), admin, stopped.clone())),
         tokio::spawn(watch_for_reload(app.clone(), stopped)),
     ];
+    tasks.extend(key_fetchers);
     tracing::info!(%addr, %admin_addr, "purposegate listening");
     Ok(Running {
         addr,

@@ -63,7 +63,8 @@ impl App {
     pub fn new(config: Config) -> Result<App, StartError> {
         let (policy, consent) = load_policy_and_consent(&config)?;
         let verifier = Verifier::new(&config.jwt, &config.claims)?;
-        let (metrics, registry) = Metrics::new();
+        let (metrics, mut registry) = Metrics::new();
+        verifier.register_metrics(&mut registry);
         let counters = AuditCounters {
             records: metrics.audit_records.clone(),
             errors: metrics.audit_errors.clone(),
@@ -120,6 +121,8 @@ impl App {
         }
         if self.verifier.key_count() == 0 {
             problems.push("no_keys");
+        } else if self.verifier.some_issuer_without_keys() {
+            problems.push("issuer_keys_missing");
         }
         problems
     }

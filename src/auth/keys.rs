@@ -161,6 +161,15 @@ impl KeyFiles {
         Ok(KeyFiles { jwks, secret })
     }
 
+    /// Uses a fetched JWKS document (labelled, in messages, by its URL) in
+    /// place of a JWKS file.
+    pub(crate) fn set_jwks(&mut self, label: &Path, bytes: Vec<u8>) {
+        self.jwks = Some(FileBytes {
+            path: label.to_path_buf(),
+            bytes,
+        });
+    }
+
     /// A digest of both files' contents, to detect changes on reload.
     pub(crate) fn fingerprint(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();

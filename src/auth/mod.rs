@@ -7,17 +7,21 @@
 //! `keys` and `jwks` load and select verification keys, `registered` checks
 //! `iss`/`aud`/`exp`/`iat`/`nbf`, `extract` maps the payload to `Claims`,
 //! `cache` remembers verified tokens and `verifier` ties them together.
+//! `issuer` holds one issuer's live keys; `remote` fetches them from the
+//! identity provider (`jwks_url`, OIDC discovery) in the background.
 
 mod bearer;
 mod cache;
 pub mod claims;
 mod error;
 mod extract;
+mod issuer;
 mod jose;
 mod jwks;
 mod keys;
 pub mod mint;
 mod registered;
+mod remote;
 mod verifier;
 
 #[cfg(test)]
@@ -28,4 +32,5 @@ mod verifier_tests;
 pub use bearer::{bearer, Bearer};
 pub use claims::Claims;
 pub use error::AuthError;
+pub use remote::IssuerStatus;
 pub use verifier::Verifier;

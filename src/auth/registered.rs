@@ -142,6 +142,8 @@ mod tests {
             leeway_seconds: 30,
             max_lifetime_seconds: 3600,
             cache_max_entries: 10,
+            remote: None,
+            additional_issuers: Vec::new(),
         }
     }
 

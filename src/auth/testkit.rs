@@ -90,6 +90,8 @@ impl Setup {
             leeway_seconds: LEEWAY as u64,
             max_lifetime_seconds: 3600,
             cache_max_entries: 100,
+            remote: None,
+            additional_issuers: Vec::new(),
         };
         Setup {
             _dir: dir,

@@ -135,7 +135,7 @@ fn describe_claims(event: &mut AuditEvent, policy: &Policy, claims: &Claims) {
 
 /// Verifies the bearer token (rules 3-4). Returns the claims or the
 /// verification failure as text for the trace.
-fn authenticate(
+async fn authenticate(
     app: &App,
     req: &Request<Incoming>,
     now_secs: i64,
@@ -145,7 +145,8 @@ fn authenticate(
         Bearer::Ambiguous => Err("more than one Authorization header".to_string()),
         Bearer::Token(token) => app
             .verifier
-            .verify(token, now_secs)
+            .verify_async(token, now_secs)
+            .await
             .map(Some)
             .map_err(|e| e.to_string()),
     }
@@ -168,7 +169,7 @@ async fn pipeline(
         path,
         has_method_override(req.headers()),
     );
-    let verified = authenticate(app, &req, now / 1000);
+    let verified = authenticate(app, &req, now / 1000).await;
     let auth_state = match &verified {
         Ok(None) => AuthState::Missing,
         Ok(Some(claims)) => AuthState::Valid(claims),
