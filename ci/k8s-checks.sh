@@ -13,13 +13,20 @@ venv=target/k8s-venv
 mkdir -p "$out"
 
 # kubernetes-validate bundles the Kubernetes schemas: no network at check time.
-# A venv under target/ sidesteps PEP 668 ("externally managed") system Pythons.
-if [ ! -x "$venv/bin/kubernetes-validate" ] || ! "$venv/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet kubernetes-validate jsonschema
-fi
+# A venv under target/ sidesteps PEP 668 ("externally managed") system Pythons;
+# without the venv module, fall back to a user install.
+have_tools() { "$1" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; }
 py="$venv/bin/python"
-kv() { "$venv/bin/kubernetes-validate" --strict --quiet "$@"; }
+if ! have_tools "$py"; then
+  if python3 -m venv "$venv" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet kubernetes-validate jsonschema
+  else
+    py=python3
+    have_tools "$py" || python3 -m pip install --quiet --user kubernetes-validate jsonschema \
+      || python3 -m pip install --quiet --user --break-system-packages kubernetes-validate jsonschema
+  fi
+fi
+kv() { "$py" -m kubernetes_validate --strict --quiet "$@"; }
 
 pg() { cargo run --locked --quiet -- "$@"; }
 input=examples/k8s/store-deployment.yaml

@@ -56,7 +56,10 @@ impl Default for InjectOptions {
     fn default() -> Self {
         InjectOptions {
             selection: Selection::All,
-            image: format!("ghcr.io/purposegate/purposegate:{}", env!("CARGO_PKG_VERSION")),
+            image: format!(
+                "ghcr.io/purposegate/purposegate:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             config_map: "purposegate-config".into(),
             jwt_secret: Some("purposegate-jwt".into()),
             tls_secret: None,
@@ -113,7 +116,11 @@ pub fn inject_str(input: &str, opts: &InjectOptions) -> Result<Injected, InjectE
     }
     if let Selection::Names(names) = &opts.selection {
         for name in names {
-            if !out.workloads.iter().any(|w| w.split('/').nth(1) == Some(name)) {
+            if !out
+                .workloads
+                .iter()
+                .any(|w| w.split('/').nth(1) == Some(name))
+            {
                 return Err(InjectError::NotFound(name.clone()));
             }
         }
@@ -166,7 +173,11 @@ fn write_docs(docs: &[Node]) -> Result<String, InjectError> {
 
 /// Injects a workload document, or each item of a `List`.
 fn visit(doc: &mut Node, opts: &InjectOptions, out: &mut Injected) -> Result<(), InjectError> {
-    let kind = doc.get("kind").and_then(Node::as_str).unwrap_or("").to_string();
+    let kind = doc
+        .get("kind")
+        .and_then(Node::as_str)
+        .unwrap_or("")
+        .to_string();
     if kind == "List" || kind.ends_with("List") {
         if let Some(Node::Seq(items)) = doc.get_mut("items") {
             for item in items {
@@ -185,7 +196,7 @@ fn visit(doc: &mut Node, opts: &InjectOptions, out: &mut Injected) -> Result<(),
         .to_string();
     let selected = match &opts.selection {
         Selection::All => true,
-        Selection::Names(names) => names.iter().any(|n| *n == name),
+        Selection::Names(names) => names.contains(&name),
     };
     if !selected {
         return Ok(());
@@ -221,9 +232,7 @@ fn inject_pod_template(pod: &mut Node, opts: &InjectOptions) -> Result<(), Strin
         ANNOTATION_STORE_PORT,
         str_node(&opts.store_port.to_string()),
     )?;
-    let spec = pod
-        .get_mut("spec")
-        .ok_or("spec.template has no spec")?;
+    let spec = pod.get_mut("spec").ok_or("spec.template has no spec")?;
     let containers = spec
         .entry("containers", Node::Seq(Vec::new()))
         .ok_or("spec.template.spec is not a map")?;

@@ -23,7 +23,10 @@ fn containers(doc: &Node) -> Vec<String> {
         .and_then(|t| t.get("spec"))
         .and_then(|s| s.get("containers"))
     {
-        Some(Node::Seq(cs)) => cs.iter().filter_map(|c| c.name().map(String::from)).collect(),
+        Some(Node::Seq(cs)) => cs
+            .iter()
+            .filter_map(|c| c.name().map(String::from))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -35,7 +38,10 @@ fn volumes(doc: &Node) -> Vec<String> {
         .and_then(|t| t.get("spec"))
         .and_then(|s| s.get("volumes"))
     {
-        Some(Node::Seq(vs)) => vs.iter().filter_map(|v| v.name().map(String::from)).collect(),
+        Some(Node::Seq(vs)) => vs
+            .iter()
+            .filter_map(|v| v.name().map(String::from))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -98,7 +104,10 @@ fn injecting_twice_changes_nothing() {
     let once = inject_str(EXAMPLE, &o).unwrap();
     let twice = inject_str(&once.yaml, &o).unwrap();
     assert_eq!(once.yaml, twice.yaml);
-    assert_eq!(containers(&docs(&twice.yaml)[1]), vec!["store", "purposegate"]);
+    assert_eq!(
+        containers(&docs(&twice.yaml)[1]),
+        vec!["store", "purposegate"]
+    );
 }
 
 #[test]
@@ -125,8 +134,14 @@ fn reinjecting_with_new_options_replaces_in_place() {
 fn sidecar_has_probes_ports_and_locked_down_security_context() {
     let c = sidecar_container(&InjectOptions::default()).unwrap();
     let probe = |p: &str| c.get(p).and_then(|p| p.get("httpGet")).cloned().unwrap();
-    assert_eq!(probe("livenessProbe").get("path").unwrap().as_str(), Some("/healthz"));
-    assert_eq!(probe("readinessProbe").get("path").unwrap().as_str(), Some("/readyz"));
+    assert_eq!(
+        probe("livenessProbe").get("path").unwrap().as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        probe("readinessProbe").get("path").unwrap().as_str(),
+        Some("/readyz")
+    );
     let sc = c.get("securityContext").unwrap();
     assert_eq!(sc.get("readOnlyRootFilesystem"), Some(&Node::Bool(true)));
     assert_eq!(sc.get("runAsNonRoot"), Some(&Node::Bool(true)));
@@ -162,7 +177,10 @@ fn equal_ports_are_refused() {
         admin_port: 8443,
         ..InjectOptions::default()
     };
-    assert!(matches!(inject_str(EXAMPLE, &o), Err(InjectError::Options(_))));
+    assert!(matches!(
+        inject_str(EXAMPLE, &o),
+        Err(InjectError::Options(_))
+    ));
 }
 
 #[test]
@@ -174,8 +192,10 @@ fn missing_store_port_is_a_warning() {
     let out = inject_str(EXAMPLE, &o).unwrap();
     assert_eq!(out.warnings.len(), 2);
     assert!(out.warnings[0].contains("7000"));
-    assert!(out.yaml.contains("purposegate.io/store-port: \"7000\"")
-        || out.yaml.contains("purposegate.io/store-port: '7000'"));
+    assert!(
+        out.yaml.contains("purposegate.io/store-port: \"7000\"")
+            || out.yaml.contains("purposegate.io/store-port: '7000'")
+    );
 }
 
 #[test]
@@ -189,7 +209,9 @@ fn lists_are_injected_item_by_item() {
 #[test]
 fn workload_without_template_is_an_error() {
     let bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n";
-    let err = inject_str(bad, &opts(Selection::All)).unwrap_err().to_string();
+    let err = inject_str(bad, &opts(Selection::All))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Deployment x: has no spec.template"), "{err}");
 }
 
@@ -204,12 +226,12 @@ fn garbage_is_a_parse_error() {
 #[test]
 fn ambiguous_strings_round_trip_quoted() {
     let words = [
-        "y", "n", "yes", "No", "off", "ON", "0o14", "1_000", "0x1F", "~", "null", "", "1e3",
-        ".5", "12:30", "0644", "+1", "-", "true", "a: b", "#x", "- x", "*a", "&a", "!t", "%",
-        "@", "{", "[", "x #y", "<<", ".inf", ".NaN", "0b11",
+        "y", "n", "yes", "No", "off", "ON", "0o14", "1_000", "0x1F", "~", "null", "", "1e3", ".5",
+        "12:30", "0644", "+1", "-", "true", "a: b", "#x", "- x", "*a", "&a", "!t", "%", "@", "{",
+        "[", "x #y", "<<", ".inf", ".NaN", "0b11",
     ];
     let n = Node::Seq(words.iter().map(|w| Node::Str(w.to_string())).collect());
-    let yaml = write_docs(&[n.clone()]).unwrap();
+    let yaml = write_docs(std::slice::from_ref(&n)).unwrap();
     let back: Vec<Node> = serde_saphyr::from_multiple_with_options(&yaml, parse_options()).unwrap();
     assert_eq!(back, vec![n], "{yaml}");
 }
@@ -217,6 +239,9 @@ fn ambiguous_strings_round_trip_quoted() {
 #[test]
 fn yaml_1_1_scalars_are_read_as_kubernetes_reads_them() {
     let yaml = "a: 0644\nb: yes\nc: '0644'\nd: 1.5\ne: ~\n";
-    let out = write_docs(&serde_saphyr::from_multiple_with_options::<Node>(yaml, parse_options()).unwrap()).unwrap();
+    let out = write_docs(
+        &serde_saphyr::from_multiple_with_options::<Node>(yaml, parse_options()).unwrap(),
+    )
+    .unwrap();
     assert_eq!(out, "a: 420\nb: true\nc: \"0644\"\nd: 1.5\ne: null\n");
 }
