@@ -45,6 +45,7 @@ kv examples/k8s/rendered/*.yaml examples/k8s/rendered/monitoring/*.yaml
 
 if command -v promtool >/dev/null 2>&1; then
   promtool check rules helm/purposegate/rules/alerts.yaml "$out/prometheusrule-spec.yaml"
+  promtool test rules helm/purposegate/rules/alerts_test.yaml
 else
   echo "warning: promtool not installed; alert rules not checked"
 fi
