@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod demo;
+pub mod inject;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod explain;
+mod inject;
 mod token;
 pub use token::write_private_file;
 
@@ -42,6 +43,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Add the purposegate sidecar to Deployments/StatefulSets in Kubernetes manifests
+    /// (file or stdin) and write them to stdout.
+    Inject(Box<inject::InjectArgs>),
 }
 
 #[derive(Args)]
@@ -193,6 +197,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(TokenCommand::Mint(a)) => token::mint(&a),
         Command::Token(TokenCommand::Keygen { alg, kid, out }) => token::keygen(&alg, &kid, &out),
         Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+        Command::Inject(a) => inject::run(&a),
     }
 }
 

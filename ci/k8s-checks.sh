@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Offline checks of the Kubernetes artefacts, called by .ci/run before
+# `cargo test`: kubernetes-validate --strict on every manifest `purposegate
+# inject` produces and on the hand-rendered chart example, values.yaml against
+# values.schema.json, the dashboard and the rendered example against the
+# templates (ci/check_k8s.py), promtool on the alert rules, and helm
+# lint/template when a helm binary exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/k8s
+venv=target/k8s-venv
+mkdir -p "$out"
+
+# kubernetes-validate bundles the Kubernetes schemas: no network at check time.
+# A venv under target/ sidesteps PEP 668 ("externally managed") system Pythons;
+# without the venv module, fall back to a user install.
+have_tools() { "$1" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; }
+py="$venv/bin/python"
+if ! have_tools "$py"; then
+  if python3 -m venv "$venv" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet kubernetes-validate jsonschema
+  else
+    py=python3
+    have_tools "$py" || python3 -m pip install --quiet --user kubernetes-validate jsonschema \
+      || python3 -m pip install --quiet --user --break-system-packages kubernetes-validate jsonschema
+  fi
+fi
+kv() { "$py" -m kubernetes_validate --strict --quiet "$@"; }
+
+pg() { cargo run --locked --quiet -- "$@"; }
+input=examples/k8s/store-deployment.yaml
+pg inject --all "$input" >"$out/injected.yaml" 2>"$out/inject.log"
+pg inject --workload content-store --tls-secret purposegate-tls --audit-claim audit-log \
+  --proxy-port 8444 --admin-port 9101 <"$input" >"$out/injected-tls.yaml" 2>>"$out/inject.log"
+pg inject --all --no-jwt-secret "$out/injected-tls.yaml" >"$out/reinjected.yaml" 2>>"$out/inject.log"
+# Idempotent: injecting the injected output again changes nothing.
+pg inject --all "$out/injected.yaml" 2>/dev/null | cmp - "$out/injected.yaml"
+
+echo "kubernetes-validate --strict: inject output and rendered chart example"
+kv "$input" "$out/injected.yaml" "$out/injected-tls.yaml" "$out/reinjected.yaml"
+kv examples/k8s/rendered/*.yaml examples/k8s/rendered/monitoring/*.yaml
+
+"$py" ci/check_k8s.py "$out/injected.yaml" "$out/prometheusrule-spec.yaml"
+
+if command -v promtool >/dev/null 2>&1; then
+  promtool check rules helm/purposegate/rules/alerts.yaml "$out/prometheusrule-spec.yaml"
+  promtool test rules helm/purposegate/rules/alerts_test.yaml
+else
+  echo "warning: promtool not installed; alert rules not checked"
+fi
+
+if command -v helm >/dev/null 2>&1; then
+  helm lint --strict helm/purposegate
+  helm template purposegate helm/purposegate >"$out/helm-template.yaml"
+  helm template purposegate helm/purposegate \
+    --set serviceMonitor.enabled=true,prometheusRule.enabled=true,tls.enabled=true >"$out/helm-template-all.yaml"
+  kv "$out/helm-template.yaml" "$out/helm-template-all.yaml"
+else
+  echo "helm not installed: helm lint/template skipped (examples/k8s/rendered stands in)"
+fi
