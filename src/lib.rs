@@ -16,4 +16,5 @@ pub mod proxy;
 pub mod server;
 pub mod state;
 pub mod time;
+pub mod tls;
 pub mod upstream;

@@ -1,5 +1,7 @@
 //! Upstream stores: one pooled hyper client per configured upstream, with a
 //! connect timeout and a response-head timeout mapped to reason codes.
+//! `https://` upstreams go through rustls (see `tls::client`), with HTTP/2
+//! or HTTP/1.1 as ALPN decides.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,16 +9,17 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::UpstreamConfig;
+use crate::config::{ConfigError, UpstreamConfig};
 use crate::policy::Reason;
 
 /// One upstream store and its connection pool.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
@@ -30,12 +33,17 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Builds a pool per upstream. Connections are reused across requests.
-    pub fn new<'a>(configs: impl IntoIterator<Item = (&'a String, &'a UpstreamConfig)>) -> Self {
-        let by_name = configs
-            .into_iter()
-            .filter_map(|(name, cfg)| Upstream::new(cfg).map(|u| (name.clone(), u)))
-            .collect();
-        Upstreams { by_name }
+    /// Fails when an upstream's TLS files do not load.
+    pub fn new<'a>(
+        configs: impl IntoIterator<Item = (&'a String, &'a UpstreamConfig)>,
+    ) -> Result<Self, ConfigError> {
+        let mut by_name = HashMap::new();
+        for (name, cfg) in configs {
+            if let Some(u) = Upstream::new(cfg)? {
+                by_name.insert(name.clone(), u);
+            }
+        }
+        Ok(Upstreams { by_name })
     }
 
     pub fn get(&self, name: &str) -> Option<&Upstream> {
@@ -48,20 +56,24 @@ impl Upstreams {
 }
 
 impl Upstream {
-    fn new(cfg: &UpstreamConfig) -> Option<Self> {
+    fn new(cfg: &UpstreamConfig) -> Result<Option<Self>, ConfigError> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.enforce_http(false);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .build(connector);
-        Some(Upstream {
+            .build(https_connector(cfg, connector)?);
+        let Some(authority) = cfg.url.authority() else {
+            return Ok(None);
+        };
+        Ok(Some(Upstream {
             client,
             scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: cfg.url.authority()?.clone(),
+            authority: authority.clone(),
             response_timeout: cfg.response_timeout,
-        })
+        }))
     }
 
     /// The absolute URI of `path_and_query` on this upstream.
@@ -91,4 +103,31 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// Wraps the TCP connector: TLS (trusting the upstream's CA bundle, with its
+/// client certificate) for `https://`, a pass-through for `http://`.
+fn https_connector(
+    cfg: &UpstreamConfig,
+    tcp: HttpConnector,
+) -> Result<HttpsConnector<HttpConnector>, ConfigError> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let connector = if cfg.url.scheme_str() == Some("https") {
+        builder
+            .with_tls_config(crate::tls::client::upstream_config(&cfg.tls)?)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp)
+    } else {
+        let unused = crate::tls::client::unused_config().map_err(|e| {
+            ConfigError::new(std::path::Path::new("upstreams"), None, e.to_string())
+        })?;
+        builder
+            .with_tls_config(unused)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp)
+    };
+    Ok(connector)
 }
