@@ -518,7 +518,8 @@ fn validate_upstream_tls(
     https: bool,
     resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<UpstreamTlsConfig, ConfigError> {
-    let any = raw.ca_file.is_some() || raw.client_cert_file.is_some() || raw.client_key_file.is_some();
+    let any =
+        raw.ca_file.is_some() || raw.client_cert_file.is_some() || raw.client_key_file.is_some();
     if any && !https {
         return Err(ConfigError::at(
             file,
@@ -602,12 +603,14 @@ audit:
         let c = Config::parse(Path::new("/etc/pg/config.yaml"), &with_tls).unwrap();
         let tls = c.tls.unwrap();
         assert_eq!(tls.cert_file, PathBuf::from("/etc/pg/certs/server.pem"));
-        assert_eq!(tls.client_ca_file, Some(PathBuf::from("/etc/pg/certs/ca.pem")));
+        assert_eq!(
+            tls.client_ca_file,
+            Some(PathBuf::from("/etc/pg/certs/ca.pem"))
+        );
         assert_eq!(tls.client_auth, None);
 
-        let bad = format!(
-            "{GOOD}tls: {{cert_file: a.pem, key_file: a.key, client_auth: optional}}\n"
-        );
+        let bad =
+            format!("{GOOD}tls: {{cert_file: a.pem, key_file: a.key, client_auth: optional}}\n");
         let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
         assert!(e.message.contains("client_ca_file"), "{e}");
         assert_eq!(e.line, Some(18), "{e}");

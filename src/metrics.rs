@@ -133,7 +133,9 @@ impl Metrics {
     /// Counts a reload of the TLS files.
     pub fn tls_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.tls_reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.tls_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     /// Sets the seconds left until the serving certificate expires.

@@ -81,8 +81,8 @@ fn load_tls(app: &App) -> Result<Option<Arc<ServerTls>>, StartError> {
     let Some(settings) = &app.config.tls else {
         return Ok(None);
     };
-    let tls = ServerTls::load(settings, app.metrics.clone())
-        .map_err(|e| StartError::Config(e.into()))?;
+    let tls =
+        ServerTls::load(settings, app.metrics.clone()).map_err(|e| StartError::Config(e.into()))?;
     Ok(Some(Arc::new(tls)))
 }
 

@@ -20,7 +20,12 @@ pub fn upstream_config(settings: &UpstreamTlsConfig) -> Result<ClientConfig, Tls
     };
     let builder = ClientConfig::builder_with_provider(super::provider())
         .with_protocol_versions(super::VERSIONS)
-        .map_err(|e| TlsError::invalid(settings.ca_file.as_deref().unwrap_or("ca_file".as_ref()), e.to_string()))?
+        .map_err(|e| {
+            TlsError::invalid(
+                settings.ca_file.as_deref().unwrap_or("ca_file".as_ref()),
+                e.to_string(),
+            )
+        })?
         .with_root_certificates(roots);
     match (&settings.client_cert_file, &settings.client_key_file) {
         (Some(cert), Some(key)) => {

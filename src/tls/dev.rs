@@ -86,7 +86,12 @@ impl DevCa {
         days: i64,
     ) -> Result<Issued, rcgen::Error> {
         let names = names.iter().map(|n| n.to_string()).collect();
-        self.issue(common_name, names, days, ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(
+            common_name,
+            names,
+            days,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
     }
 
     /// A client certificate whose subject is `CN=<common_name>, O=purposegate dev`.

@@ -60,7 +60,9 @@ pub fn pair(
 
 fn pem_error(path: &Path, e: &rustls_pki_types::pem::Error) -> TlsError {
     let message = match e {
-        rustls_pki_types::pem::Error::NoItemsFound => "no PEM block of the expected kind found".into(),
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "no PEM block of the expected kind found".into()
+        }
         other => format!("not valid PEM: {other}"),
     };
     TlsError::Pem {
@@ -76,10 +78,17 @@ mod tests {
     #[test]
     fn errors_name_the_file() {
         let p = Path::new("/nowhere/cert.pem");
-        assert!(read(p).unwrap_err().to_string().starts_with("/nowhere/cert.pem: cannot read"));
+        assert!(read(p)
+            .unwrap_err()
+            .to_string()
+            .starts_with("/nowhere/cert.pem: cannot read"));
         let e = certs(p, b"not pem at all").unwrap_err();
         assert!(e.to_string().contains("no CERTIFICATE block"), "{e}");
-        let e = key(p, b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap_err();
+        let e = key(
+            p,
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("/nowhere/cert.pem: "), "{e}");
     }
 }

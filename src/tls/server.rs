@@ -10,7 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::server::WebPkiClientVerifier;
@@ -43,6 +43,9 @@ pub struct ServerTls {
     current: ArcSwap<ServerConfig>,
     not_after: AtomicI64,
     metrics: Metrics,
+    /// The files' fingerprint taken just before the first load, so that a
+    /// change before the watcher starts is not missed.
+    loaded: Vec<(PathBuf, u64, Option<SystemTime>)>,
 }
 
 /// Builds a `ServerConfig` from the files (blocking reads).
@@ -92,6 +95,7 @@ pub fn build(settings: &TlsConfig) -> Result<Built, TlsError> {
 impl ServerTls {
     /// Loads the files once; an error here stops the start.
     pub fn load(settings: &TlsConfig, metrics: Metrics) -> Result<ServerTls, TlsError> {
+        let loaded = fingerprint(&files(settings));
         let built = build(settings)?;
         tracing::info!(subject = %built.subject, not_after = built.not_after, "TLS certificate loaded");
         let tls = ServerTls {
@@ -99,6 +103,7 @@ impl ServerTls {
             current: ArcSwap::new(built.config),
             not_after: AtomicI64::new(built.not_after),
             metrics,
+            loaded,
         };
         tls.update_expiry();
         Ok(tls)
@@ -131,9 +136,7 @@ impl ServerTls {
 
     /// The files whose change triggers a reload.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.settings.cert_file.clone(), self.settings.key_file.clone()];
-        files.extend(self.settings.client_ca_file.clone());
-        files
+        files(&self.settings)
     }
 
     /// `notAfter` of the serving certificate, Unix seconds.
@@ -148,11 +151,17 @@ impl ServerTls {
     }
 }
 
+fn files(settings: &TlsConfig) -> Vec<PathBuf> {
+    let mut files = vec![settings.cert_file.clone(), settings.key_file.clone()];
+    files.extend(settings.client_ca_file.clone());
+    files
+}
+
 /// Polls the certificate files every `interval` and reloads when their size
 /// or mtime changes; also keeps the expiry gauge current. Ends on `stop`.
 pub async fn watch(tls: Arc<ServerTls>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let files = tls.files();
-    let mut last = fingerprint(&files);
+    let mut last = tls.loaded.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
