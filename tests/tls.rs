@@ -612,17 +612,21 @@ async fn certificate_rotation_is_picked_up_while_clients_keep_connecting() {
     .await;
     stop.store(true, Ordering::Relaxed);
     client.await.unwrap();
-    let seen = seen.lock().unwrap();
-    assert!(seen.failures.is_empty(), "failed: {:?}", seen.failures);
+    let Seen { subjects, failures } = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(failures.is_empty(), "failed: {failures:?}");
     // Once the new certificate was served, the old one never came back.
-    let first_new = seen
-        .subjects
+    let first_new = subjects
         .iter()
         .position(|s| s.contains("CN=server-two"))
         .unwrap();
-    assert!(seen.subjects[first_new..]
+    assert!(subjects[first_new..]
         .iter()
         .all(|s| s.contains("CN=server-two")));
+    eprintln!(
+        "rotation: {} handshakes, {} with the old certificate, none failed",
+        subjects.len(),
+        first_new
+    );
     let text = metrics(&h).await;
     assert!(sample(&text, "purposegate_tls_reloads_total{result=\"ok\"}").unwrap() >= 1.0);
     let left = sample(
@@ -861,4 +865,90 @@ async fn upstream_over_tls_refuses_an_untrusted_store() {
     assert_eq!(resp.status, 502);
     assert_eq!(resp.reason().as_deref(), Some("upstream_unavailable"));
     assert!(seen.lock().unwrap().is_empty());
+}
+
+/// Runs the binary; returns exit code, stdout and stderr.
+fn run_cli(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_purposegate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn certs_dev_output_serves_mtls_and_policy_check_loads_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(&["certs".as_ref(), "dev".as_ref(), certs.path().as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ] {
+        assert!(out.contains(name), "{name} not reported in\n{out}");
+        assert!(certs.path().join(name).is_file());
+    }
+    let file = |n: &str| certs.path().join(n).display().to_string();
+    let yaml = format!(
+        "tls: {{cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\"}}\n",
+        file("server.pem"),
+        file("server.key"),
+        file("ca.pem")
+    );
+    let mut h = Harness::start_with(Opts {
+        extra_yaml: yaml,
+        ..Opts::default()
+    })
+    .await;
+    let (code, out, err) = run_cli(&[
+        "policy".as_ref(),
+        "check".as_ref(),
+        "--config".as_ref(),
+        h.config_path.as_os_str(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let read = |n: &str| std::fs::read_to_string(certs.path().join(n)).unwrap();
+    let client = client_config(&read("ca.pem"), BOTH, ALPN_BOTH, None);
+    assert!(
+        fetch(h.addr, client, PATH, None).await.is_err(),
+        "served without a client certificate"
+    );
+    let identity = purposegate::tls::dev::Issued::from_pem(read("client.pem"), read("client.key"));
+    let client = client_config(&read("ca.pem"), BOTH, ALPN_BOTH, Some(&identity));
+    let answer = fetch(h.addr, client, PATH, None).await.unwrap();
+    assert_eq!(answer.status, 401);
+    h.stop().await;
+    let subject = h.audit_records()[0]["client_cert_subject"].clone();
+    assert!(
+        subject
+            .as_str()
+            .unwrap()
+            .contains("CN=purposegate-dev-client"),
+        "{subject}"
+    );
+    // A key that does not fit is reported by `policy check` with the file.
+    std::fs::copy(
+        certs.path().join("client.key"),
+        certs.path().join("server.key"),
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(&[
+        "policy".as_ref(),
+        "check".as_ref(),
+        "--config".as_ref(),
+        h.config_path.as_os_str(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("server.key") && err.contains("does not fit"),
+        "{err}"
+    );
 }

@@ -33,6 +33,19 @@ impl Issued {
     pub fn cert_der(&self) -> CertificateDer<'static> {
         self.der.clone()
     }
+
+    /// An issued pair read back from PEM (e.g. files `certs dev` wrote).
+    /// The DER is empty when `cert_pem` holds no certificate.
+    pub fn from_pem(cert_pem: String, key_pem: String) -> Issued {
+        use rustls_pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .unwrap_or_else(|_| CertificateDer::from(Vec::new()));
+        Issued {
+            cert_pem,
+            key_pem,
+            der,
+        }
+    }
 }
 
 /// Everything `certs dev` writes.
