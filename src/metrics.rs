@@ -114,7 +114,7 @@ impl Metrics {
         );
         r.register(
             "tls_reloads",
-            "Reloads of the TLS certificate, key and client CA by result",
+            "Reloads of TLS files (listener certificate, key, client CA; upstream CA and client certificate) by result",
             m.tls_reloads.clone(),
         );
         (m, r)

@@ -65,6 +65,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             stopped.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::tls::client::watch_upstreams(
+        app.clone(),
+        app.config.reload_interval,
+        stopped.clone(),
+    )));
     tasks.push(tokio::spawn(watch_for_reload(app.clone(), stopped)));
     tracing::info!(%addr, %admin_addr, "purposegate listening");
     Ok(Running {

@@ -980,3 +980,42 @@ async fn certs_dev_output_serves_mtls_and_policy_check_loads_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn upstream_client_certificate_rotation_is_picked_up() {
+    let pki = Pki::new();
+    let first = pki.ca.client("purposegate-proxy-1", 30).unwrap();
+    let (cert, key) = write_pair(pki.dir.path(), "proxy", &first);
+    let (addr, seen) = tls_upstream(&pki, Some(pki.path("ca.pem"))).await;
+    let keys = format!(
+        ", ca_file: \"{}\", client_cert_file: \"{}\", client_key_file: \"{}\"",
+        pki.path("ca.pem").display(),
+        cert.display(),
+        key.display()
+    );
+    let h = proxy_to_https(addr, &keys).await;
+    let token = h.token(&Tok::abuse("u1"));
+    assert_eq!(h.get(PATH, Some(&token)).await.status, 200);
+    let last_peer = || {
+        seen.lock()
+            .unwrap()
+            .last()
+            .and_then(|s| s.peer.clone())
+            .unwrap_or_default()
+    };
+    assert!(last_peer().contains("CN=purposegate-proxy-1"));
+    let second = pki.ca.client("purposegate-proxy-2", 30).unwrap();
+    write_pair(pki.dir.path(), "proxy", &second);
+    eventually("requests with the rotated client certificate", || {
+        let h = &h;
+        let token = token.clone();
+        let last_peer = &last_peer;
+        async move {
+            h.get(PATH, Some(&token)).await.status == 200
+                && last_peer().contains("CN=purposegate-proxy-2")
+        }
+    })
+    .await;
+    let text = metrics(&h).await;
+    assert!(sample(&text, "purposegate_tls_reloads_total{result=\"ok\"}").unwrap() >= 1.0);
+}
