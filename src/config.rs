@@ -169,6 +169,43 @@ pub struct UpstreamConfig {
     pub url: http::Uri,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// TLS settings for an `https://` upstream (empty for `http://`).
+    pub tls: UpstreamTlsConfig,
+}
+
+/// TLS to an `https://` upstream: which CAs to trust (default: the public
+/// web PKI roots) and an optional client certificate.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTlsConfig {
+    /// PEM bundle of CA certificates that may sign the upstream's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to the upstream.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// Whether clients of the TLS listener must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A handshake without a certificate signed by `client_ca_file` fails.
+    Required,
+    /// A certificate is verified when presented; anonymous clients are served.
+    Optional,
+}
+
+/// TLS on the client listener (CONTRACT §2 `tls`). Files are PEM; they are
+/// re-read when they change.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA bundle that client certificates must chain to (enables mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// `required` (default with a CA) or `optional`.
+    pub client_auth: Option<ClientAuth>,
 }
 
 /// Audit sink settings (CONTRACT §2 `audit`).
@@ -198,6 +235,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How often policy, consent and key files are checked for changes.
     pub reload_interval: Duration,
+    /// TLS on the client listener; `None` serves plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -222,11 +261,13 @@ struct RawConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // parsed so that its presence can be reported precisely
 struct RawTls {
-    cert_file: Option<String>,
-    key_file: Option<String>,
+    cert_file: String,
+    key_file: String,
+    #[serde(default)]
     client_ca_file: Option<String>,
+    #[serde(default)]
+    client_auth: Option<ClientAuth>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +316,12 @@ struct RawUpstream {
     connect_timeout_ms: u64,
     #[serde(default = "default_response_ms")]
     response_timeout_ms: u64,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    client_cert_file: Option<String>,
+    #[serde(default)]
+    client_key_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -340,17 +387,14 @@ impl Config {
                 base.join(p)
             }
         };
-        if let Some(tls) = &raw.tls {
-            return Err(ConfigError::at(
-                file,
-                tls,
-                "tls: TLS termination is not available in this build yet; terminate TLS in front of purposegate or remove the key",
-            ));
-        }
+        let tls = match &raw.tls {
+            Some(t) => Some(validate_tls(file, t, &resolve)?),
+            None => None,
+        };
         let jwt = validate_jwt(file, raw.jwt, &resolve)?;
         let mut upstreams = BTreeMap::new();
         for (name, up) in raw.upstreams {
-            upstreams.insert(name.clone(), validate_upstream(file, &name, up)?);
+            upstreams.insert(name.clone(), validate_upstream(file, &name, up, &resolve)?);
         }
         if upstreams.is_empty() {
             return Err(ConfigError::new(
@@ -377,6 +421,7 @@ impl Config {
             },
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
+            tls,
         })
     }
 }
@@ -489,18 +534,21 @@ fn validate_upstream(
     file: &Path,
     name: &str,
     raw: RawUpstream,
+    resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<UpstreamConfig, ConfigError> {
     let url: http::Uri =
         raw.url.value.parse().map_err(|_| {
             ConfigError::at(file, &raw.url, format!("upstreams.{name}.url: not a URL"))
         })?;
-    if url.scheme_str() != Some("http") || url.host().is_none() {
+    let https = url.scheme_str() == Some("https");
+    if !(https || url.scheme_str() == Some("http")) || url.host().is_none() {
         return Err(ConfigError::at(
             file,
             &raw.url,
-            format!("upstreams.{name}.url: must be http://host:port (TLS to the store is not available in this build yet)"),
+            format!("upstreams.{name}.url: must be http://host:port or https://host:port"),
         ));
     }
+    let tls = validate_upstream_tls(file, name, &raw, https, resolve)?;
     if url.path() != "/" && !url.path().is_empty() {
         return Err(ConfigError::at(
             file,
@@ -512,6 +560,61 @@ fn validate_upstream(
         url,
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms.max(1)),
         response_timeout: Duration::from_millis(raw.response_timeout_ms.max(1)),
+        tls,
+    })
+}
+
+/// `tls:` of the client listener: both files, and `client_auth` only with a CA.
+fn validate_tls(
+    file: &Path,
+    raw: &Spanned<RawTls>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<TlsConfig, ConfigError> {
+    let t = &raw.value;
+    if t.client_auth.is_some() && t.client_ca_file.is_none() {
+        return Err(ConfigError::at(
+            file,
+            raw,
+            "tls.client_auth needs tls.client_ca_file (the CA that signs client certificates)",
+        ));
+    }
+    Ok(TlsConfig {
+        cert_file: resolve(&t.cert_file),
+        key_file: resolve(&t.key_file),
+        client_ca_file: t.client_ca_file.as_deref().map(resolve),
+        client_auth: t.client_auth,
+    })
+}
+
+/// The TLS keys of an upstream: only for `https://`, and the client
+/// certificate and key only together.
+fn validate_upstream_tls(
+    file: &Path,
+    name: &str,
+    raw: &RawUpstream,
+    https: bool,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<UpstreamTlsConfig, ConfigError> {
+    let any =
+        raw.ca_file.is_some() || raw.client_cert_file.is_some() || raw.client_key_file.is_some();
+    if any && !https {
+        return Err(ConfigError::at(
+            file,
+            &raw.url,
+            format!("upstreams.{name}: ca_file, client_cert_file and client_key_file need an https:// url"),
+        ));
+    }
+    if raw.client_cert_file.is_some() != raw.client_key_file.is_some() {
+        return Err(ConfigError::at(
+            file,
+            &raw.url,
+            format!("upstreams.{name}: client_cert_file and client_key_file go together"),
+        ));
+    }
+    Ok(UpstreamTlsConfig {
+        ca_file: raw.ca_file.as_deref().map(resolve),
+        client_cert_file: raw.client_cert_file.as_deref().map(resolve),
+        client_key_file: raw.client_key_file.as_deref().map(resolve),
     })
 }
 
@@ -567,6 +670,54 @@ audit:
         let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
         assert_eq!(e.line, Some(11), "{e}");
         assert!(e.message.contains("policy_dri"), "{e}");
+    }
+
+    #[test]
+    fn tls_keys_resolve_and_validate() {
+        let with_tls = format!(
+            "{GOOD}tls: {{cert_file: \"certs/server.pem\", key_file: \"certs/server.key\", client_ca_file: \"certs/ca.pem\"}}\n"
+        );
+        let c = Config::parse(Path::new("/etc/pg/config.yaml"), &with_tls).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/pg/certs/server.pem"));
+        assert_eq!(
+            tls.client_ca_file,
+            Some(PathBuf::from("/etc/pg/certs/ca.pem"))
+        );
+        assert_eq!(tls.client_auth, None);
+
+        let bad =
+            format!("{GOOD}tls: {{cert_file: a.pem, key_file: a.key, client_auth: optional}}\n");
+        let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
+        assert!(e.message.contains("client_ca_file"), "{e}");
+        assert_eq!(e.line, Some(18), "{e}");
+
+        let bad = format!("{GOOD}tls: {{cert_file: a.pem, key_file: a.key, client_auth: maybe}}\n");
+        assert!(Config::parse(Path::new("c.yaml"), &bad).is_err());
+    }
+
+    #[test]
+    fn https_upstreams_take_tls_keys() {
+        let https = GOOD.replace(
+            "{url: \"http://127.0.0.1:9090\"}",
+            "{url: \"https://store.local:9443\", ca_file: ca.pem, client_cert_file: c.pem, client_key_file: c.key}",
+        );
+        let c = Config::parse(Path::new("/etc/pg/config.yaml"), &https).unwrap();
+        let up = &c.upstreams["content"];
+        assert_eq!(up.url.scheme_str(), Some("https"));
+        assert_eq!(up.tls.ca_file, Some(PathBuf::from("/etc/pg/ca.pem")));
+        assert_eq!(up.tls.client_key_file, Some(PathBuf::from("/etc/pg/c.key")));
+
+        let plain_with_ca = GOOD.replace(
+            "{url: \"http://127.0.0.1:9090\"}",
+            "{url: \"http://127.0.0.1:9090\", ca_file: ca.pem}",
+        );
+        let e = Config::parse(Path::new("c.yaml"), &plain_with_ca).unwrap_err();
+        assert!(e.message.contains("https://"), "{e}");
+
+        let half = https.replace(", client_key_file: c.key", "");
+        let e = Config::parse(Path::new("c.yaml"), &half).unwrap_err();
+        assert!(e.message.contains("go together"), "{e}");
     }
 
     #[test]

@@ -17,5 +17,6 @@ pub mod proxy;
 pub mod server;
 pub mod state;
 pub mod time;
+pub mod tls;
 pub mod tls_client;
 pub mod upstream;

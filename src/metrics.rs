@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -25,6 +26,13 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of `purposegate_tls_cert_expiry_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// Which certificate: `server` (the client listener's).
+    pub cert: &'static str,
+}
+
 /// Every metric the proxy exports. Cheap to clone (handles are `Arc`s).
 #[derive(Clone)]
 pub struct Metrics {
@@ -34,6 +42,9 @@ pub struct Metrics {
     pub audit_records: Counter,
     pub audit_errors: Counter,
     pub policy_reloads: Family<ReloadLabels, Counter>,
+    /// Seconds until the serving certificate's notAfter; no series without `tls:`.
+    pub tls_cert_expiry: Family<CertLabels, Gauge>,
+    pub tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -54,10 +65,13 @@ impl Metrics {
             audit_records: Counter::default(),
             audit_errors: Counter::default(),
             policy_reloads: Family::default(),
+            tls_cert_expiry: Family::default(),
+            tls_reloads: Family::default(),
         };
         // Both results exist from the start so that alerts on `error` see a 0.
         for result in ["ok", "error"] {
             let _ = m.policy_reloads.get_or_create(&ReloadLabels { result });
+            let _ = m.tls_reloads.get_or_create(&ReloadLabels { result });
         }
         let mut r = Registry::with_prefix("purposegate");
         r.register(
@@ -92,6 +106,17 @@ impl Metrics {
             "Reloads of policy, consent and keys by result",
             m.policy_reloads.clone(),
         );
+        r.register_with_unit(
+            "tls_cert_expiry",
+            "Seconds until the serving TLS certificate's notAfter (negative once expired)",
+            Unit::Seconds,
+            m.tls_cert_expiry.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "Reloads of TLS files (listener certificate, key, client CA; upstream CA and client certificate) by result",
+            m.tls_reloads.clone(),
+        );
         (m, r)
     }
 
@@ -101,6 +126,23 @@ impl Metrics {
         self.policy_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+}
+
+impl Metrics {
+    /// Counts a reload of the TLS files.
+    pub fn tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Sets the seconds left until the serving certificate expires.
+    pub fn tls_cert_expiry(&self, seconds: i64) {
+        self.tls_cert_expiry
+            .get_or_create(&CertLabels { cert: "server" })
+            .set(seconds);
     }
 }
 
@@ -177,6 +219,7 @@ mod tests {
             "purposegate_audit_records_total 1",
             "purposegate_audit_errors_total 0",
             "purposegate_policy_reloads_total{result=\"error\"} 1",
+            "purposegate_tls_reloads_total{result=\"error\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -1,5 +1,5 @@
 //! Listeners and lifecycle: the client listener (HTTP/1.1 and h2c on one
-//! port), the admin listener, the reload watcher (file changes and SIGHUP),
+//! port, or TLS with ALPN h2/http1.1 when `tls:` is configured), the admin listener, the reload watcher (file changes and SIGHUP),
 //! and graceful shutdown (stop accepting, drain in-flight requests up to the
 //! grace period, flush the audit log).
 
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::state::{fingerprint, App, StartError};
+use crate::tls::ServerTls;
 
 /// A started proxy: its bound addresses and a handle to stop it.
 pub struct Running {
@@ -44,14 +45,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let grace = config.shutdown_grace;
     let app = Arc::new(App::new(config)?);
+    let tls = load_tls(&app)?;
     let (stop, stopped) = watch::channel(false);
     let key_fetchers = app.verifier.spawn_refreshers(stopped.clone());
     let mut tasks = vec![
-        tokio::spawn(serve_proxy(app.clone(), listener, stopped.clone(), grace)),
+        tokio::spawn(serve_proxy(
+            app.clone(),
+            listener,
+            stopped.clone(),
+            grace,
+            tls.clone(),
+        )),
         tokio::spawn(serve_admin(app.clone(), admin, stopped.clone())),
-        tokio::spawn(watch_for_reload(app.clone(), stopped)),
     ];
     tasks.extend(key_fetchers);
+    if let Some(tls) = tls {
+        let interval = app.config.reload_interval;
+        tasks.push(tokio::spawn(crate::tls::server::watch(
+            tls,
+            interval,
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(crate::tls::client::watch_upstreams(
+        app.clone(),
+        app.config.reload_interval,
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(watch_for_reload(app.clone(), stopped)));
     tracing::info!(%addr, %admin_addr, "purposegate listening");
     Ok(Running {
         addr,
@@ -60,6 +81,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         tasks,
     })
+}
+
+/// The client listener's TLS state, when `tls:` is configured.
+fn load_tls(app: &App) -> Result<Option<Arc<ServerTls>>, StartError> {
+    let Some(settings) = &app.config.tls else {
+        return Ok(None);
+    };
+    let tls =
+        ServerTls::load(settings, app.metrics.clone()).map_err(|e| StartError::Config(e.into()))?;
+    Ok(Some(Arc::new(tls)))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -89,6 +120,7 @@ async fn serve_proxy(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<Arc<ServerTls>>,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -107,6 +139,18 @@ async fn serve_proxy(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &tls {
+            // The handshake runs in the connection's task, so a slow client
+            // never holds up the accept loop.
+            tokio::spawn(serve_tls_connection(
+                app.clone(),
+                builder.clone(),
+                tls.acceptor(),
+                (stream, client),
+                graceful.watcher(),
+            ));
+            continue;
+        }
         let app = app.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let app = app.clone();
@@ -131,6 +175,38 @@ async fn serve_proxy(
             grace_seconds = grace.as_secs(),
             "grace period over; closing remaining connections"
         );
+    }
+}
+
+/// One TLS connection: handshake, then HTTP/2 or HTTP/1.1 (as ALPN chose;
+/// the auto builder also recognises the HTTP/2 preface). Every request
+/// carries the verified client certificate's subject as an extension.
+async fn serve_tls_connection(
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    (stream, client): (tokio::net::TcpStream, SocketAddr),
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let (tls, peer) = match crate::tls::server::handshake(acceptor, stream).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        if let Some(peer) = &peer {
+            req.extensions_mut().insert(peer.clone());
+        }
+        async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, client).await) }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(tls), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 

@@ -73,7 +73,7 @@ impl App {
             .map_err(|e| StartError::Audit(e.to_string()))?;
         let file_consent = Arc::new(FileConsent::new(consent));
         Ok(App {
-            upstreams: Upstreams::new(&config.upstreams),
+            upstreams: Upstreams::new(&config.upstreams)?,
             policy: ArcSwap::from_pointee(policy),
             verifier,
             consent: file_consent.clone(),

@@ -46,6 +46,10 @@ pub struct AuditEvent {
     pub client_addr: String,
     /// The token's `jti`.
     pub token_id: Option<String>,
+    /// Subject DN of the client certificate verified on the TLS connection
+    /// (mTLS); absent, and not written, otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_subject: Option<String>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod certs;
 mod explain;
 mod inject;
 mod token;
@@ -46,6 +47,25 @@ pub enum Command {
     /// Add the purposegate sidecar to Deployments/StatefulSets in Kubernetes manifests
     /// (file or stdin) and write them to stdout.
     Inject(Box<inject::InjectArgs>),
+    /// TLS certificates for development.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Write a dev CA, a server certificate for localhost/127.0.0.1/::1 and a client
+    /// certificate into DIR (ca.pem, ca.key, server.pem, server.key, client.pem, client.key;
+    /// keys mode 0600). For local TLS and mTLS only.
+    Dev {
+        dir: PathBuf,
+        /// Validity of the server and client certificates in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]
@@ -198,6 +218,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(TokenCommand::Keygen { alg, kid, out }) => token::keygen(&alg, &kid, &out),
         Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
         Command::Inject(a) => inject::run(&a),
+        Command::Certs(CertsCommand::Dev { dir, days, force }) => certs::dev(&dir, days, force),
     }
 }
 
@@ -233,6 +254,7 @@ fn policy_check(config: &Path) -> ExitCode {
     let checked = Config::load(config).and_then(|c| {
         let (policy, consent) = crate::state::load_policy_and_consent(&c)?;
         crate::auth::Verifier::new(&c.jwt, &c.claims)?;
+        crate::tls::check(&c)?;
         Ok((policy, consent))
     });
     match checked {

@@ -70,6 +70,10 @@ fn base_event(req: &Request<Incoming>, request_id: &str, client: SocketAddr) -> 
         method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
         client_addr: client.to_string(),
+        client_cert_subject: req
+            .extensions()
+            .get::<crate::tls::PeerSubject>()
+            .map(|p| p.0.to_string()),
         ..AuditEvent::default()
     }
 }
