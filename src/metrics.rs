@@ -25,6 +25,13 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of `purposegate_consent_lookups_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsentLookupLabels {
+    /// `hit`, `miss`, `error` or `stale`.
+    pub result: &'static str,
+}
+
 /// Every metric the proxy exports. Cheap to clone (handles are `Arc`s).
 #[derive(Clone)]
 pub struct Metrics {
@@ -34,6 +41,9 @@ pub struct Metrics {
     pub audit_records: Counter,
     pub audit_errors: Counter,
     pub policy_reloads: Family<ReloadLabels, Counter>,
+    /// Consent lookups of the PostgreSQL backend by result.
+    pub consent_lookups: Family<ConsentLookupLabels, Counter>,
+    pub consent_lookup_duration: Histogram,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -54,6 +64,8 @@ impl Metrics {
             audit_records: Counter::default(),
             audit_errors: Counter::default(),
             policy_reloads: Family::default(),
+            consent_lookups: Family::default(),
+            consent_lookup_duration: Histogram::new(consent_buckets()),
         };
         // Both results exist from the start so that alerts on `error` see a 0.
         for result in ["ok", "error"] {
@@ -92,7 +104,16 @@ impl Metrics {
             "Reloads of policy, consent and keys by result",
             m.policy_reloads.clone(),
         );
+        register_consent(&m, &mut r);
         (m, r)
+    }
+
+    /// Counts one consent lookup of the PostgreSQL backend.
+    pub fn consent_lookup(&self, result: &'static str, seconds: f64) {
+        self.consent_lookups
+            .get_or_create(&ConsentLookupLabels { result })
+            .inc();
+        self.consent_lookup_duration.observe(seconds);
     }
 
     /// Counts a policy/consent/key reload.
@@ -102,6 +123,34 @@ impl Metrics {
             .get_or_create(&ReloadLabels { result })
             .inc();
     }
+}
+
+/// Consent lookups range from a cache hit (about a microsecond) to a lookup
+/// timeout, so the buckets start lower than the request ones.
+fn consent_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]
+    .into_iter()
+}
+
+fn register_consent(m: &Metrics, r: &mut Registry) {
+    // Every result exists from the start so that alerts on `error` see a 0.
+    for result in ["hit", "miss", "error", "stale"] {
+        let _ = m.consent_lookups.get_or_create(&ConsentLookupLabels { result });
+    }
+    r.register(
+        "consent_lookups",
+        "Consent lookups of the PostgreSQL backend by result (hit, miss, error, stale)",
+        m.consent_lookups.clone(),
+    );
+    r.register_with_unit(
+        "consent_lookup_duration",
+        "Time a consent lookup of the PostgreSQL backend took, cache hits included",
+        Unit::Seconds,
+        m.consent_lookup_duration.clone(),
+    );
 }
 
 /// Encodes a registry in the OpenMetrics text format.
@@ -177,6 +226,8 @@ mod tests {
             "purposegate_audit_records_total 1",
             "purposegate_audit_errors_total 0",
             "purposegate_policy_reloads_total{result=\"error\"} 1",
+            "purposegate_consent_lookups_total{result=\"stale\"} 0",
+            "purposegate_consent_lookup_duration_seconds_count 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
