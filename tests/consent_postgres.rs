@@ -284,6 +284,30 @@ async fn a_database_that_is_down_at_start_fails_closed_and_recovers() {
     assert!(back.is_some(), "no recovery");
 }
 
+#[tokio::test]
+async fn a_database_that_stops_answering_is_bounded_by_the_lookup_timeout() {
+    let db = TestDb::create().await;
+    prepare(&db).await;
+    let fwd = Forwarder::start().await;
+    let h = start(&db.url_via(fwd.addr), 1, 3).await;
+    wait_listening(&db).await;
+    let cached = Tok::support("u1");
+    let path = "/v1/users/u1/conversations/c1";
+    assert_eq!(probe(&h, &cached, path).await.0, 200);
+    fwd.stall();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The stale answer is used once the lookup gives up; the unknown user fails closed.
+    assert_eq!(probe(&h, &cached, path).await, (200, None, true));
+    let unknown = probe(&h, &Tok::support("u8"), "/v1/users/u8/conversations/c1").await;
+    assert_eq!(unknown, (503, Some("consent_unavailable".to_string()), false));
+    fwd.restore();
+    let back = within(Duration::from_secs(20), || async {
+        probe(&h, &Tok::support("u8"), "/v1/users/u8/conversations/c1").await.0 == 200
+    })
+    .await;
+    assert!(back.is_some(), "no recovery after the database answered again");
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_purposegate"))
 }

@@ -156,3 +156,79 @@ impl PgConsentConfig {
         Ok(pg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn config(consent: &str) -> String {
+        format!(
+            "listen: \"127.0.0.1:8080\"\nadmin_listen: \"127.0.0.1:9100\"\njwt:\n  issuer: \"i\"\n  audiences: [\"a\"]\n  algorithms: [\"ES256\"]\n  jwks_file: \"jwks.json\"\npolicy_dir: \"policies\"\n{consent}upstreams:\n  content: {{url: \"http://127.0.0.1:9090\"}}\naudit:\n  path: \"audit.jsonl\"\n"
+        )
+    }
+
+    #[test]
+    fn parses_the_section_with_defaults() {
+        let text = config("consent:\n  postgres_url: \"postgres://pg@db.internal:5433/consent\"\n  password_file: \"secrets/pg\"\n");
+        let c = Config::parse(Path::new("/etc/pg/config.yaml"), &text).unwrap();
+        let db = c.consent_db.unwrap();
+        assert_eq!(db.pg.get_user(), Some("pg"));
+        assert_eq!(db.pg.get_ports(), &[5433]);
+        assert_eq!(db.cache_ttl.as_secs(), 30);
+        assert_eq!(db.max_staleness.as_secs(), 300);
+        assert_eq!(db.pool_size, 16);
+        assert_eq!(
+            db.password_file.as_deref(),
+            Some(Path::new("/etc/pg/secrets/pg"))
+        );
+        // Kept out of the policy files even though there is no consent file.
+        assert_eq!(c.consent_file, Path::new("/etc/pg/policies/consent.yaml"));
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_in_both_syntaxes() {
+        for url in [
+            "postgres://pg:secret@db/consent",
+            "host=db user=pg password=secret dbname=consent",
+        ] {
+            let text = config(&format!("consent:\n  postgres_url: \"{url}\"\n"));
+            let e = Config::parse(Path::new("c.yaml"), &text).unwrap_err();
+            assert_eq!(e.line, Some(10), "{e}");
+            assert!(e.message.contains("embeds a password"), "{e}");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_password_comes_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "from-file\n").unwrap();
+        let text = config("consent:\n  postgres_url: \"postgres://pg@db/c\"\n  password_file: \"pw\"\n");
+        let c = Config::parse(&dir.path().join("c.yaml"), &text).unwrap();
+        let pg = c.consent_db.unwrap().connect_config().unwrap();
+        assert_eq!(pg.get_password(), Some(&b"from-file"[..]));
+
+        let var = "PURPOSEGATE_TEST_PG_PASSWORD_UNSET_4242";
+        let text = config(&format!(
+            "consent:\n  postgres_url: \"postgres://pg@db/c\"\n  password_env: \"{var}\"\n"
+        ));
+        let c = Config::parse(&dir.path().join("c.yaml"), &text).unwrap();
+        let e = c.consent_db.unwrap().connect_config().unwrap_err();
+        assert!(e.to_string().contains(var), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_consent_source() {
+        let both = config("consent_file: \"consent.yaml\"\nconsent:\n  postgres_url: \"postgres://pg@db/c\"\n");
+        let e = Config::parse(Path::new("c.yaml"), &both).unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        let neither = config("");
+        let e = Config::parse(Path::new("c.yaml"), &neither).unwrap_err();
+        assert!(e.message.contains("missing consent_file"), "{e}");
+        let unknown = config("consent:\n  postgres_url: \"postgres://pg@db/c\"\n  cache_ttl: 5\n");
+        let e = Config::parse(Path::new("c.yaml"), &unknown).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+    }
+}

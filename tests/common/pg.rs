@@ -104,49 +104,78 @@ impl Drop for TestDb {
     }
 }
 
+/// What the forwarder does with connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Up,
+    /// Severed and refused.
+    Cut,
+    /// Held open but nothing forwarded (a database that does not answer).
+    Stall,
+}
+
 /// A cuttable TCP forwarder to the PostgreSQL server.
 pub struct Forwarder {
     pub addr: SocketAddr,
-    up: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
 }
 
 impl Forwarder {
     pub async fn start() -> Forwarder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (up, rx) = watch::channel(true);
+        let (mode, rx) = watch::channel(Mode::Up);
         let target = server_addr();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if !*rx.borrow() {
-                    drop(client); // refused: closed at once
-                    continue;
-                }
                 let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut client, mut server) = (client, server);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|up| !*up) => {} // severed: both sockets dropped
+                let now = *rx.borrow();
+                match now {
+                    Mode::Cut => drop(client), // refused: closed at once
+                    Mode::Stall => {
+                        tokio::spawn(async move {
+                            let _ = rx.wait_for(|m| *m != Mode::Stall).await;
+                            drop(client);
+                        });
                     }
-                });
+                    Mode::Up => {
+                        tokio::spawn(forward(client, target, rx));
+                    }
+                }
             }
         });
-        Forwarder { addr, up }
+        Forwarder { addr, mode }
     }
 
     /// Severs every connection and refuses new ones.
     pub fn cut(&self) {
-        self.up.send_replace(false);
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Stops forwarding but keeps connections open: the database seems to hang.
+    /// Held connections are closed when the mode changes again.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
     }
 
     /// Accepts and forwards connections again.
     pub fn restore(&self) {
-        self.up.send_replace(true);
+        self.mode.send_replace(Mode::Up);
     }
+}
+
+async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>) {
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = rx.wait_for(|m| *m != Mode::Up) => {}
+    }
+    if *rx.borrow() == Mode::Stall {
+        let _ = rx.wait_for(|m| *m != Mode::Stall).await;
+    }
+    // Dropping both sockets severs the connection.
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes;
