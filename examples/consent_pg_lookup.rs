@@ -32,9 +32,19 @@ fn report(name: &str, mut d: Vec<Duration>) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).ok_or("usage: consent_pg_lookup URL USERS SAMPLES")?;
-    let users: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10_000_000);
-    let samples: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let url = args
+        .get(1)
+        .ok_or("usage: consent_pg_lookup URL USERS SAMPLES")?;
+    let users: u64 = args
+        .get(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
+    let samples: usize = args
+        .get(3)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     let config = PgConsentConfig {
         pg: url.parse()?,
         password_env: None,

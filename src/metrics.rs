@@ -138,7 +138,9 @@ fn consent_buckets() -> impl Iterator<Item = f64> {
 fn register_consent(m: &Metrics, r: &mut Registry) {
     // Every result exists from the start so that alerts on `error` see a 0.
     for result in ["hit", "miss", "error", "stale"] {
-        let _ = m.consent_lookups.get_or_create(&ConsentLookupLabels { result });
+        let _ = m
+            .consent_lookups
+            .get_or_create(&ConsentLookupLabels { result });
     }
     r.register(
         "consent_lookups",

@@ -87,7 +87,10 @@ fn describe(e: tokio_postgres::Error) -> String {
 fn migrate_cmd(config: &Path) -> Result<String, String> {
     let applied = with_client(config, async |c| migrate::migrate(c).await)?;
     Ok(if applied.is_empty() {
-        format!("ok: schema up to date ({} migrations)", migrate::MIGRATIONS.len())
+        format!(
+            "ok: schema up to date ({} migrations)",
+            migrate::MIGRATIONS.len()
+        )
     } else {
         format!("ok: applied {}", applied.join(", "))
     })

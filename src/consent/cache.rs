@@ -150,9 +150,18 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(c.get("u1", t0), Cached::Missing);
         assert!(c.insert("u1", Arc::new(7), t0, c.epoch()));
-        assert_eq!(c.get("u1", t0 + Duration::from_secs(9)), Cached::Fresh(Arc::new(7)));
-        assert_eq!(c.get("u1", t0 + Duration::from_secs(10)), Cached::Stale(Arc::new(7)));
-        assert_eq!(c.get("u1", t0 + Duration::from_secs(59)), Cached::Stale(Arc::new(7)));
+        assert_eq!(
+            c.get("u1", t0 + Duration::from_secs(9)),
+            Cached::Fresh(Arc::new(7))
+        );
+        assert_eq!(
+            c.get("u1", t0 + Duration::from_secs(10)),
+            Cached::Stale(Arc::new(7))
+        );
+        assert_eq!(
+            c.get("u1", t0 + Duration::from_secs(59)),
+            Cached::Stale(Arc::new(7))
+        );
         assert_eq!(c.get("u1", t0 + Duration::from_secs(60)), Cached::Missing);
     }
 

@@ -79,7 +79,11 @@ impl RawPgConsent {
         let raw = section.value;
         let url = &raw.postgres_url;
         let mut pg = tokio_postgres::Config::from_str(&url.value).map_err(|e| {
-            ConfigError::at(file, url, format!("consent.postgres_url: not a PostgreSQL URL: {e}"))
+            ConfigError::at(
+                file,
+                url,
+                format!("consent.postgres_url: not a PostgreSQL URL: {e}"),
+            )
         })?;
         if pg.get_password().is_some() {
             return Err(ConfigError::at(
@@ -204,7 +208,8 @@ mod tests {
     fn the_password_comes_from_the_environment_or_a_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "from-file\n").unwrap();
-        let text = config("consent:\n  postgres_url: \"postgres://pg@db/c\"\n  password_file: \"pw\"\n");
+        let text =
+            config("consent:\n  postgres_url: \"postgres://pg@db/c\"\n  password_file: \"pw\"\n");
         let c = Config::parse(&dir.path().join("c.yaml"), &text).unwrap();
         let pg = c.consent_db.unwrap().connect_config().unwrap();
         assert_eq!(pg.get_password(), Some(&b"from-file"[..]));
@@ -220,7 +225,9 @@ mod tests {
 
     #[test]
     fn exactly_one_consent_source() {
-        let both = config("consent_file: \"consent.yaml\"\nconsent:\n  postgres_url: \"postgres://pg@db/c\"\n");
+        let both = config(
+            "consent_file: \"consent.yaml\"\nconsent:\n  postgres_url: \"postgres://pg@db/c\"\n",
+        );
         let e = Config::parse(Path::new("c.yaml"), &both).unwrap_err();
         assert!(e.message.contains("not both"), "{e}");
         assert!(e.line.is_some(), "{e}");

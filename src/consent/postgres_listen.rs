@@ -161,7 +161,10 @@ mod tests {
     fn jitter_stays_within_half_to_one_and_a_half() {
         for _ in 0..100 {
             let j = jitter(Duration::from_millis(1000));
-            assert!(j >= Duration::from_millis(500) && j < Duration::from_millis(1500), "{j:?}");
+            assert!(
+                j >= Duration::from_millis(500) && j < Duration::from_millis(1500),
+                "{j:?}"
+            );
         }
     }
 }
