@@ -123,7 +123,8 @@ LUA
   || { echo "the PostgreSQL-backed proxy did not refuse an out-of-scope read"; exit 1; }
 
 run() { # $1 port, $2 script, $3 conns → "rps p50_ms p99_ms non2xx"
-  taskset -c 0 wrk -t2 -c"$3" -d"${DUR}s" --latency -s "$WORK/$2" "http://127.0.0.1:$1" > "$WORK/wrk.out"
+  local threads=$(( $3 < 2 ? 1 : 2 ))
+  taskset -c 0 wrk -t"$threads" -c"$3" -d"${DUR}s" --latency -s "$WORK/$2" "http://127.0.0.1:$1" > "$WORK/wrk.out"
   python3 - "$WORK/wrk.out" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()

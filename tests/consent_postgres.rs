@@ -87,12 +87,15 @@ async fn probe(h: &Harness, tok: &Tok, path: &str) -> (u16, Option<String>, bool
     (resp.status, resp.reason(), h.upstream.count() > before)
 }
 
+/// (token, path, upstream reply, status, reason, upstream reached).
+type Case<'a> = (Tok, &'a str, Reply, u16, Option<&'a str>, bool);
+
 #[tokio::test]
 async fn every_consent_rule_through_the_proxy() {
     let db = TestDb::create().await;
     prepare(&db).await;
     let h = start(&db.url(), 30, 300).await;
-    let cases: Vec<(Tok, &str, Reply, u16, Option<&str>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         // opted_out: the opt-out of u2 applies going forward only.
         (
             Tok::training(),
