@@ -236,7 +236,7 @@ fn policy_check(config: &Path) -> ExitCode {
         Ok((policy, consent))
     });
     match checked {
-        Ok((policy, _)) if c_uses_db(config) => {
+        Ok((policy, _)) if uses_consent_db(config) => {
             println!(
                 "ok: {} purposes, {} roles, {} routes, consent in PostgreSQL (not contacted) (policy {})",
                 policy.purposes.len(),
@@ -263,7 +263,7 @@ fn policy_check(config: &Path) -> ExitCode {
 }
 
 /// Whether the (already validated) config uses the PostgreSQL consent backend.
-fn c_uses_db(config: &Path) -> bool {
+fn uses_consent_db(config: &Path) -> bool {
     Config::load(config).is_ok_and(|c| c.consent_db.is_some())
 }
 
