@@ -3,7 +3,8 @@
 //! default record) with a freshness TTL and a longer staleness limit that
 //! applies only while the database cannot answer. Invalidation (LISTEN/NOTIFY)
 //! removes entries and bumps an epoch so that a lookup that raced with a
-//! change does not put the old answer back.
+//! change does not put the old answer back; `expire_all` (after a listener
+//! reconnect) turns every entry into a fallback that is re-read on next use.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +37,11 @@ pub struct ConsentCache<V> {
     max_staleness: Duration,
     max_entries: usize,
     epoch: AtomicU64,
+    /// Reference point for `fresh_after_nanos`.
+    base: Instant,
+    /// Entries read before this point (nanoseconds after `base`) are never
+    /// fresh: `expire_all` moves it to "now".
+    fresh_after_nanos: AtomicU64,
 }
 
 impl<V> ConsentCache<V> {
@@ -46,7 +52,13 @@ impl<V> ConsentCache<V> {
             max_staleness: max_staleness.max(ttl),
             max_entries: max_entries.max(1),
             epoch: AtomicU64::new(0),
+            base: Instant::now(),
+            fresh_after_nanos: AtomicU64::new(0),
         }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The entry for `key` as of `now`.
@@ -55,7 +67,8 @@ impl<V> ConsentCache<V> {
             return Cached::Missing;
         };
         let age = now.saturating_duration_since(e.fetched);
-        if age < self.ttl {
+        let revalidate = self.nanos(e.fetched) < self.fresh_after_nanos.load(Ordering::Acquire);
+        if age < self.ttl && !revalidate {
             Cached::Fresh(e.value.clone())
         } else if age < self.max_staleness {
             Cached::Stale(e.value.clone())
@@ -94,7 +107,18 @@ impl<V> ConsentCache<V> {
         self.map.remove(key);
     }
 
-    /// Drops everything (notifications may have been missed).
+    /// Makes every cached answer stale at `now`: each is read again from the
+    /// database on its next use, but remains a fallback (within the staleness
+    /// limit) if the database cannot answer. Used when notifications may have
+    /// been missed, where dropping everything would turn a reconnect into a
+    /// burst of misses with no fallback.
+    pub fn expire_all(&self, now: Instant) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.fresh_after_nanos
+            .fetch_max(self.nanos(now).saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// Drops everything (the data itself went away, e.g. TRUNCATE).
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.map.clear();
@@ -193,6 +217,24 @@ mod tests {
         assert!(c.insert("u1", Arc::new(2), t0, c.epoch()));
         c.clear();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn expire_all_keeps_entries_only_as_a_fallback() {
+        let c = cache(10);
+        let t0 = Instant::now();
+        c.insert("u1", Arc::new(1), t0, c.epoch());
+        let before = c.epoch();
+        let t1 = t0 + Duration::from_secs(1);
+        c.expire_all(t1);
+        assert_eq!(c.get("u1", t1), Cached::Stale(Arc::new(1)));
+        assert_eq!(c.get("u1", t0 + Duration::from_secs(60)), Cached::Missing);
+        // A read that started before the expiry is not stored as fresh.
+        assert!(!c.insert("u2", Arc::new(2), t0, before));
+        // A read after it is fresh again.
+        let t2 = t1 + Duration::from_millis(1);
+        assert!(c.insert("u1", Arc::new(3), t2, c.epoch()));
+        assert_eq!(c.get("u1", t2), Cached::Fresh(Arc::new(3)));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! `org:<id>` or `*`, sent by the migration's triggers) and drops the named
 //! cache entry at once. It probes the database every `PROBE_EVERY` (so
 //! `/readyz` follows the database without traffic), reconnects with
-//! exponential backoff and jitter, and clears the whole cache after every
-//! (re)connect because notifications sent while it was away are lost.
+//! exponential backoff and jitter, and after every (re)connect expires the
+//! whole cache (each entry is re-read before it is trusted again, and is
+//! only a fallback meanwhile) because notifications sent while it was away
+//! are lost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,8 +90,8 @@ impl Listener {
                 match msg {
                     Ok(AsyncMessage::Notification(n)) => {
                         if tx.try_send(n.payload().to_string()).is_err() {
-                            users.clear();
-                            orgs.clear();
+                            users.expire_all(Instant::now());
+                            orgs.expire_all(Instant::now());
                         }
                     }
                     Ok(_) => {}
@@ -107,9 +109,10 @@ impl Listener {
             driver.abort();
             return End::Lost("LISTEN failed".to_string());
         }
-        // Anything cached may predate a change we were not told about.
-        self.users.clear();
-        self.orgs.clear();
+        // Anything cached may predate a change we were not told about: read
+        // it again before trusting it (it stays a fallback meanwhile).
+        self.users.expire_all(Instant::now());
+        self.orgs.expire_all(Instant::now());
         self.health.mark_ok();
         tracing::info!("consent listener connected");
         let mut probe = tokio::time::interval(PROBE_EVERY);
