@@ -1,9 +1,11 @@
 //! Consent facts (CONTRACT §5): training opt-out periods and deletion requests
 //! per user, API-training opt-in periods per org. The `ConsentStore` trait is
 //! what the proxy asks; `file` is the embedded YAML backend, `postgres` the
-//! PostgreSQL one (with `cache`, `postgres_listen`, `pg_config`, `migrate`).
+//! PostgreSQL one (with `cache`, `coalesce`, `postgres_listen`, `pg_config`,
+//! `migrate`).
 
 pub mod cache;
+pub mod coalesce;
 pub mod file;
 pub mod migrate;
 pub mod pg_config;

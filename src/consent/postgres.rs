@@ -3,6 +3,7 @@
 //! kept current by the LISTEN/NOTIFY listener (`postgres_listen`), and — while
 //! the database is down or slow — served stale up to `max_staleness`, after
 //! which lookups fail and the proxy fails closed (503 `consent_unavailable`).
+//! Concurrent misses for one key share a single read (`coalesce`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_postgres::NoTls;
 
 use super::cache::{Cached, ConsentCache};
+use super::coalesce::Inflight;
 use super::pg_config::PgConsentConfig;
 use super::{ConsentError, ConsentFuture, ConsentStore, OrgConsent, Period, UserConsent};
 use crate::metrics::Metrics;
@@ -87,6 +89,8 @@ pub struct PgConsent {
     pool: Pool,
     users: Arc<ConsentCache<UserConsent>>,
     orgs: Arc<ConsentCache<OrgConsent>>,
+    user_reads: Inflight<UserConsent>,
+    org_reads: Inflight<OrgConsent>,
     health: Arc<Health>,
     lookup_timeout: Duration,
     metrics: Metrics,
@@ -153,6 +157,8 @@ impl PgConsent {
             pool,
             users,
             orgs,
+            user_reads: Inflight::default(),
+            org_reads: Inflight::default(),
             health,
             lookup_timeout: config.lookup_timeout,
             metrics,
@@ -222,6 +228,7 @@ impl PgConsent {
     async fn lookup<V, Fut>(
         &self,
         cache: &ConsentCache<V>,
+        inflight: &Inflight<V>,
         key: &str,
         default: &Arc<V>,
         fetch: Fut,
@@ -240,22 +247,9 @@ impl PgConsent {
         let fetched = if self.health.failing_fast(started) {
             Err("database unavailable".to_string())
         } else {
-            let epoch = cache.epoch();
-            match tokio::time::timeout(self.lookup_timeout, fetch).await {
-                Ok(Ok(v)) => {
-                    self.health.mark_ok();
-                    // Negative answers share one allocation.
-                    let v = if v == V::default() {
-                        default.clone()
-                    } else {
-                        Arc::new(v)
-                    };
-                    cache.insert(key, v.clone(), started, epoch);
-                    Ok(v)
-                }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(format!("no answer within {:?}", self.lookup_timeout)),
-            }
+            inflight
+                .run(key, self.read_through(cache, key, default, fetch))
+                .await
         };
         match (fetched, stale) {
             (Ok(v), _) => Ok(self.done("miss", started, v)),
@@ -272,6 +266,38 @@ impl PgConsent {
         }
     }
 
+    /// One bounded database read whose answer is cached (unless a change
+    /// was notified meanwhile).
+    async fn read_through<V, Fut>(
+        &self,
+        cache: &ConsentCache<V>,
+        key: &str,
+        default: &Arc<V>,
+        fetch: Fut,
+    ) -> Result<Arc<V>, String>
+    where
+        V: PartialEq + Default,
+        Fut: Future<Output = Result<V, String>>,
+    {
+        let started = Instant::now();
+        let epoch = cache.epoch();
+        match tokio::time::timeout(self.lookup_timeout, fetch).await {
+            Ok(Ok(v)) => {
+                self.health.mark_ok();
+                // Negative answers share one allocation.
+                let v = if v == V::default() {
+                    default.clone()
+                } else {
+                    Arc::new(v)
+                };
+                cache.insert(key, v.clone(), started, epoch);
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {:?}", self.lookup_timeout)),
+        }
+    }
+
     fn done<V>(&self, result: &'static str, started: Instant, v: Arc<V>) -> Arc<V> {
         self.metrics
             .consent_lookup(result, started.elapsed().as_secs_f64());
@@ -283,15 +309,23 @@ impl ConsentStore for PgConsent {
     fn user(&self, user_id: &str) -> ConsentFuture<'_, Arc<UserConsent>> {
         let key = user_id.to_string();
         Box::pin(async move {
-            self.lookup(&self.users, &key, &self.default_user, self.fetch_user(&key))
-                .await
+            let fetch = self.fetch_user(&key);
+            self.lookup(
+                &self.users,
+                &self.user_reads,
+                &key,
+                &self.default_user,
+                fetch,
+            )
+            .await
         })
     }
 
     fn org(&self, org_id: &str) -> ConsentFuture<'_, Arc<OrgConsent>> {
         let key = org_id.to_string();
         Box::pin(async move {
-            self.lookup(&self.orgs, &key, &self.default_org, self.fetch_org(&key))
+            let fetch = self.fetch_org(&key);
+            self.lookup(&self.orgs, &self.org_reads, &key, &self.default_org, fetch)
                 .await
         })
     }
