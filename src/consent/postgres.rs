@@ -53,7 +53,8 @@ impl Health {
     fn new() -> Self {
         Health {
             base: Instant::now(),
-            ok: AtomicBool::new(true),
+            // Not ready until the database has answered once.
+            ok: AtomicBool::new(false),
             down_until_ms: AtomicU64::new(0),
         }
     }
