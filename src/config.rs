@@ -228,7 +228,12 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub claims: ClaimNames,
     pub policy_dir: PathBuf,
+    /// The consent file (file backend). With the PostgreSQL backend this is
+    /// `policy_dir/consent.yaml`, only kept out of the policy files.
     pub consent_file: PathBuf,
+    /// The PostgreSQL consent backend (`consent:`), when configured instead
+    /// of `consent_file`.
+    pub consent_db: Option<crate::consent::pg_config::PgConsentConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub audit: AuditConfig,
     /// How long in-flight requests may finish after SIGTERM.
@@ -250,7 +255,10 @@ struct RawConfig {
     #[serde(default)]
     claims: BTreeMap<String, String>,
     policy_dir: String,
-    consent_file: String,
+    #[serde(default)]
+    consent_file: Option<String>,
+    #[serde(default)]
+    consent: Option<Spanned<crate::consent::pg_config::RawPgConsent>>,
     upstreams: BTreeMap<String, RawUpstream>,
     audit: RawAudit,
     #[serde(default = "default_grace")]
@@ -392,6 +400,29 @@ impl Config {
             None => None,
         };
         let jwt = validate_jwt(file, raw.jwt, &resolve)?;
+        let (consent_file, consent_db) = match (raw.consent_file, raw.consent) {
+            (Some(f), None) => (resolve(&f), None),
+            (None, Some(db)) => (
+                resolve(&raw.policy_dir).join("consent.yaml"),
+                Some(crate::consent::pg_config::RawPgConsent::validate(
+                    db, file, &resolve,
+                )?),
+            ),
+            (Some(_), Some(db)) => {
+                return Err(ConfigError::at(
+                    file,
+                    &db,
+                    "consent: set either consent_file or consent (PostgreSQL), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    file,
+                    None,
+                    "missing consent_file (or a consent: section for the PostgreSQL backend)",
+                ))
+            }
+        };
         let mut upstreams = BTreeMap::new();
         for (name, up) in raw.upstreams {
             upstreams.insert(name.clone(), validate_upstream(file, &name, up, &resolve)?);
@@ -412,7 +443,8 @@ impl Config {
                 renames: raw.claims,
             },
             policy_dir: resolve(&raw.policy_dir),
-            consent_file: resolve(&raw.consent_file),
+            consent_file,
+            consent_db,
             upstreams,
             audit: AuditConfig {
                 path: resolve(&raw.audit.path),

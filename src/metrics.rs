@@ -33,6 +33,13 @@ pub struct CertLabels {
     pub cert: &'static str,
 }
 
+/// Labels of `purposegate_consent_lookups_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsentLookupLabels {
+    /// `hit`, `miss`, `error` or `stale`.
+    pub result: &'static str,
+}
+
 /// Every metric the proxy exports. Cheap to clone (handles are `Arc`s).
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,6 +52,9 @@ pub struct Metrics {
     /// Seconds until the serving certificate's notAfter; no series without `tls:`.
     pub tls_cert_expiry: Family<CertLabels, Gauge>,
     pub tls_reloads: Family<ReloadLabels, Counter>,
+    /// Consent lookups of the PostgreSQL backend by result.
+    pub consent_lookups: Family<ConsentLookupLabels, Counter>,
+    pub consent_lookup_duration: Histogram,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -67,6 +77,8 @@ impl Metrics {
             policy_reloads: Family::default(),
             tls_cert_expiry: Family::default(),
             tls_reloads: Family::default(),
+            consent_lookups: Family::default(),
+            consent_lookup_duration: Histogram::new(consent_buckets()),
         };
         // Both results exist from the start so that alerts on `error` see a 0.
         for result in ["ok", "error"] {
@@ -117,7 +129,16 @@ impl Metrics {
             "Reloads of TLS files (listener certificate, key, client CA; upstream CA and client certificate) by result",
             m.tls_reloads.clone(),
         );
+        register_consent(&m, &mut r);
         (m, r)
+    }
+
+    /// Counts one consent lookup of the PostgreSQL backend.
+    pub fn consent_lookup(&self, result: &'static str, seconds: f64) {
+        self.consent_lookups
+            .get_or_create(&ConsentLookupLabels { result })
+            .inc();
+        self.consent_lookup_duration.observe(seconds);
     }
 
     /// Counts a policy/consent/key reload.
@@ -144,6 +165,36 @@ impl Metrics {
             .get_or_create(&CertLabels { cert: "server" })
             .set(seconds);
     }
+}
+
+/// Consent lookups range from a cache hit (about a microsecond) to a lookup
+/// timeout, so the buckets start lower than the request ones.
+fn consent_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]
+    .into_iter()
+}
+
+fn register_consent(m: &Metrics, r: &mut Registry) {
+    // Every result exists from the start so that alerts on `error` see a 0.
+    for result in ["hit", "miss", "error", "stale"] {
+        let _ = m
+            .consent_lookups
+            .get_or_create(&ConsentLookupLabels { result });
+    }
+    r.register(
+        "consent_lookups",
+        "Consent lookups of the PostgreSQL backend by result (hit, miss, error, stale)",
+        m.consent_lookups.clone(),
+    );
+    r.register_with_unit(
+        "consent_lookup_duration",
+        "Time a consent lookup of the PostgreSQL backend took, cache hits included",
+        Unit::Seconds,
+        m.consent_lookup_duration.clone(),
+    );
 }
 
 /// Encodes a registry in the OpenMetrics text format.
@@ -220,6 +271,8 @@ mod tests {
             "purposegate_audit_errors_total 0",
             "purposegate_policy_reloads_total{result=\"error\"} 1",
             "purposegate_tls_reloads_total{result=\"error\"} 0",
+            "purposegate_consent_lookups_total{result=\"stale\"} 0",
+            "purposegate_consent_lookup_duration_seconds_count 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

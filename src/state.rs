@@ -42,6 +42,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("audit log: {0}")]
     Audit(String),
+    #[error("consent backend: {0}")]
+    Consent(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -51,7 +53,12 @@ pub enum StartError {
 
 /// Loads policy and consent the way both `serve` and `policy check` do.
 pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData), ConfigError> {
-    let consent = ConsentData::load(&config.consent_file)?;
+    // The PostgreSQL backend has no file to load (`policy check` must not
+    // need the database); its section was validated with the config.
+    let consent = match &config.consent_db {
+        Some(_) => ConsentData::default(),
+        None => ConsentData::load(&config.consent_file)?,
+    };
     let policy = load::load_dir(&config.policy_dir, &[config.consent_file.as_path()])?;
     let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
     load::check_upstreams(&policy, &names)?;
@@ -72,11 +79,18 @@ impl App {
         let audit = AuditSink::open(&config.audit, counters)
             .map_err(|e| StartError::Audit(e.to_string()))?;
         let file_consent = Arc::new(FileConsent::new(consent));
+        let consent: Arc<dyn ConsentStore> = match &config.consent_db {
+            Some(db) => Arc::new(
+                crate::consent::postgres::PgConsent::start(db, metrics.clone())
+                    .map_err(|e| StartError::Consent(e.to_string()))?,
+            ),
+            None => file_consent.clone(),
+        };
         Ok(App {
             upstreams: Upstreams::new(&config.upstreams)?,
             policy: ArcSwap::from_pointee(policy),
             verifier,
-            consent: file_consent.clone(),
+            consent,
             file_consent,
             audit,
             metrics,
@@ -123,6 +137,9 @@ impl App {
             problems.push("no_keys");
         } else if self.verifier.some_issuer_without_keys() {
             problems.push("issuer_keys_missing");
+        }
+        if !self.consent.healthy() {
+            problems.push("consent_unavailable");
         }
         problems
     }

@@ -1,8 +1,16 @@
 //! Consent facts (CONTRACT §5): training opt-out periods and deletion requests
 //! per user, API-training opt-in periods per org. The `ConsentStore` trait is
-//! what the proxy asks; `file` is the embedded YAML backend.
+//! what the proxy asks; `file` is the embedded YAML backend, `postgres` the
+//! PostgreSQL one (with `cache`, `coalesce`, `postgres_listen`, `pg_config`,
+//! `migrate`).
 
+pub mod cache;
+pub mod coalesce;
 pub mod file;
+pub mod migrate;
+pub mod pg_config;
+pub mod postgres;
+pub mod postgres_listen;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +80,10 @@ pub trait ConsentStore: Send + Sync {
     fn user(&self, user_id: &str) -> ConsentFuture<'_, Arc<UserConsent>>;
     /// The org's consent; the default record (no opt-ins) when unknown.
     fn org(&self, org_id: &str) -> ConsentFuture<'_, Arc<OrgConsent>>;
+    /// Whether the backend can currently answer (for `/readyz`).
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! default policy, the real proxy started in-process, and a small client.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -258,6 +260,8 @@ pub struct Opts {
     pub upstream_override: Option<SocketAddr>,
     pub response_timeout_ms: u64,
     pub extra_yaml: String,
+    /// A `consent:` section (PostgreSQL backend) written instead of `consent_file`.
+    pub consent_section: Option<String>,
 }
 
 impl Default for Opts {
@@ -267,6 +271,7 @@ impl Default for Opts {
             upstream_override: None,
             response_timeout_ms: 2000,
             extra_yaml: String::new(),
+            consent_section: None,
         }
     }
 }
@@ -305,7 +310,7 @@ jwt:
   leeway_seconds: 5
   max_lifetime_seconds: 3600
 policy_dir: "policies"
-consent_file: "consent.yaml"
+{consent}
 upstreams:
   content: {{url: "http://{upstream}", response_timeout_ms: {timeout}, connect_timeout_ms: 500}}
 audit:
@@ -317,6 +322,10 @@ shutdown_grace_seconds: 5
         timeout = opts.response_timeout_ms,
         fsync = opts.fsync,
         extra = opts.extra_yaml,
+        consent = opts
+            .consent_section
+            .clone()
+            .unwrap_or_else(|| "consent_file: \"consent.yaml\"".to_string()),
     );
     let path = dir.join("config.yaml");
     std::fs::write(&path, config).unwrap();

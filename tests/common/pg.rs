@@ -1,0 +1,196 @@
+//! PostgreSQL helpers for the consent backend tests: a throwaway database per
+//! test (created on the machine's local server, dropped on drop) and a TCP
+//! forwarder on 127.0.0.1:0 in front of it that a test can cut (existing
+//! connections severed, new ones refused) and restore, so that "the database
+//! went away" is simulated without stopping the shared server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+
+/// Where the admin connection goes (override with PURPOSEGATE_TEST_PG).
+pub fn admin_url() -> String {
+    std::env::var("PURPOSEGATE_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_string())
+}
+
+/// The server's address, from the admin URL.
+pub fn server_addr() -> SocketAddr {
+    let cfg: tokio_postgres::Config = admin_url().parse().unwrap();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn user() -> String {
+    let cfg: tokio_postgres::Config = admin_url().parse().unwrap();
+    cfg.get_user().unwrap_or("postgres").to_string()
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL ({url}): {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("pg_test_{}_{n}", std::process::id());
+        let admin = connect(&admin_url()).await;
+        // Separate statements: DROP/CREATE DATABASE refuse a transaction block.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        TestDb { name }
+    }
+
+    /// A URL for this database through `addr` (the server or a forwarder).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!(
+            "postgres://{}@{}:{}/{}",
+            user(),
+            addr.ip(),
+            addr.port(),
+            self.name
+        )
+    }
+
+    pub fn url(&self) -> String {
+        self.url_via(server_addr())
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url()).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// What the forwarder does with connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Up,
+    /// Severed and refused.
+    Cut,
+    /// Held open but nothing forwarded (a database that does not answer).
+    Stall,
+}
+
+/// A cuttable TCP forwarder to the PostgreSQL server.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+    mode: watch::Sender<Mode>,
+}
+
+impl Forwarder {
+    pub async fn start() -> Forwarder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, rx) = watch::channel(Mode::Up);
+        let target = server_addr();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                let now = *rx.borrow();
+                match now {
+                    Mode::Cut => drop(client), // refused: closed at once
+                    Mode::Stall => {
+                        tokio::spawn(async move {
+                            let _ = rx.wait_for(|m| *m != Mode::Stall).await;
+                            drop(client);
+                        });
+                    }
+                    Mode::Up => {
+                        tokio::spawn(forward(client, target, rx));
+                    }
+                }
+            }
+        });
+        Forwarder { addr, mode }
+    }
+
+    /// Severs every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Stops forwarding but keeps connections open: the database seems to hang.
+    /// Held connections are closed when the mode changes again.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
+    }
+
+    /// Accepts and forwards connections again.
+    pub fn restore(&self) {
+        self.mode.send_replace(Mode::Up);
+    }
+}
+
+async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>) {
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = rx.wait_for(|m| *m != Mode::Up) => {}
+    }
+    if *rx.borrow() == Mode::Stall {
+        let _ = rx.wait_for(|m| *m != Mode::Stall).await;
+    }
+    // Dropping both sockets severs the connection.
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes;
+/// returns how long it took, or None.
+pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
