@@ -18,6 +18,9 @@ fn config(dir: &Path, fsync: FsyncPolicy) -> AuditConfig {
         path: dir.join("audit/audit.jsonl"),
         fsync,
         batch_window: Duration::ZERO,
+        rotate_bytes: None,
+        checkpoint: None,
+        stdout: false,
     }
 }
 
@@ -255,10 +258,14 @@ async fn write_failure_fails_closed_then_recovers_without_gap() {
     );
 
     faults.fail_write.store(false, Ordering::SeqCst);
-    assert_eq!(sink.record(event("ok3")).await.unwrap(), 3);
+    // seq 3 is the writer's `resumed` record documenting the outage.
+    assert_eq!(sink.record(event("ok3")).await.unwrap(), 4);
     assert!(sink.healthy());
-    assert_eq!(counters.records.get(), 3);
-    assert_eq!(verify(&cfg.path), 3);
+    assert_eq!(counters.records.get(), 4);
+    assert_eq!(verify(&cfg.path), 4);
+    let recs = lines(&cfg.path);
+    assert_eq!(recs[2]["event"], "resumed");
+    assert_eq!(recs[2]["unwritten_records"], 1);
     sink.flush().await.unwrap();
 }
 
@@ -289,9 +296,10 @@ async fn fsync_failure_fails_the_whole_batch() {
     );
 
     faults.fail_sync.store(false, Ordering::SeqCst);
-    assert_eq!(sink.record(event("ok2")).await.unwrap(), 2);
+    assert_eq!(sink.record(event("ok2")).await.unwrap(), 3);
     assert!(sink.healthy());
-    assert_eq!(verify(&cfg.path), 2);
+    assert_eq!(verify(&cfg.path), 3);
+    assert_eq!(lines(&cfg.path)[1]["unwritten_records"], 20);
 }
 
 #[tokio::test]
