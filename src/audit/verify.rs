@@ -117,6 +117,29 @@ pub enum VerifyError {
     Io { file: PathBuf, msg: String },
 }
 
+/// The summary `audit verify` prints on success.
+pub fn render(r: &VerifyReport, key: Option<&PublicKey>) -> String {
+    let mut out = format!(
+        "ok: {} records in {} file(s), chain intact",
+        r.records, r.files
+    );
+    match key {
+        Some(k) => out.push_str(&format!(
+            "\n{} checkpoint(s), every signature verified (key {})",
+            r.checkpoints, k.key_id
+        )),
+        None => out.push_str(&format!(
+            "\n{} checkpoint(s) linked to the chain; signatures NOT checked (no --public-key)",
+            r.checkpoints
+        )),
+    }
+    out.push_str(&format!(
+        "\nunsigned tail: {} records after the last checkpoint",
+        r.unsigned_tail
+    ));
+    out
+}
+
 /// Running state across the files of one chain.
 struct State<'k> {
     head: ChainHead,
