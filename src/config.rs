@@ -585,9 +585,12 @@ audit:
         assert_eq!(cp.every_records, Some(100));
         assert_eq!(cp.every_seconds, Some(Duration::from_secs(60)));
 
-        let e = Config::parse(Path::new("c.yaml"), &format!("{GOOD}  rotate_bytes: 10\n"))
-            .unwrap_err();
-        assert!(e.to_string().starts_with("c.yaml:18: audit.rotate_bytes"), "{e}");
+        let e =
+            Config::parse(Path::new("c.yaml"), &format!("{GOOD}  rotate_bytes: 10\n")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("c.yaml:18: audit.rotate_bytes"),
+            "{e}"
+        );
         let e = Config::parse(
             Path::new("c.yaml"),
             &format!("{GOOD}  checkpoint: {{key_file: k.pem}}\n"),

@@ -184,8 +184,7 @@ pub const CHECKPOINT_EVENT: &str = "checkpoint";
 pub fn parse_line(line: &[u8]) -> Result<ParsedLine, ChainError> {
     let (canonical, hash) = split_hash(line)?;
     let text = std::str::from_utf8(&canonical).map_err(|_| ChainError::Utf8)?;
-    let mut link: Link =
-        serde_json::from_str(text).map_err(|e| ChainError::Json(e.to_string()))?;
+    let mut link: Link = serde_json::from_str(text).map_err(|e| ChainError::Json(e.to_string()))?;
     let checkpoint = link.checkpoint();
     Ok(ParsedLine {
         seq: link.seq,

@@ -171,7 +171,8 @@ pub fn keygen(dir: &Path) -> Result<Generated, KeyError> {
     spki.extend_from_slice(pair.public_key().as_ref());
     crate::cli::write_private_file(&private, pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
         .map_err(|e| key_err(&private, e))?;
-    std::fs::write(&public, pem("PUBLIC KEY", &spki)).map_err(|e| key_err(&public, e.to_string()))?;
+    std::fs::write(&public, pem("PUBLIC KEY", &spki))
+        .map_err(|e| key_err(&public, e.to_string()))?;
     Ok(Generated {
         private,
         public,

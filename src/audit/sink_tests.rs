@@ -314,7 +314,11 @@ async fn clones_share_one_writer() {
     assert!(sink.healthy());
 }
 
-fn checkpoint_config(dir: &Path, every_records: Option<u64>, every: Option<Duration>) -> AuditConfig {
+fn checkpoint_config(
+    dir: &Path,
+    every_records: Option<u64>,
+    every: Option<Duration>,
+) -> AuditConfig {
     let keys = super::sign::keygen(&dir.join("keys")).unwrap();
     AuditConfig {
         checkpoint: Some(crate::config::CheckpointConfig {
@@ -349,7 +353,10 @@ async fn rotation_links_files_and_restart_continues() {
     let first = lines(&rotated[0]);
     let last_seq = first.last().unwrap()["seq"].as_u64().unwrap();
     assert_eq!(rotated[0], super::rotate::rotated_path(&cfg.path, last_seq));
-    assert_eq!(lines(&rotated[1])[0]["prev_hash"], first.last().unwrap()["hash"]);
+    assert_eq!(
+        lines(&rotated[1])[0]["prev_hash"],
+        first.last().unwrap()["hash"]
+    );
     let mut all = rotated.clone();
     all.push(cfg.path.clone());
     assert_eq!(verify_files(&all).unwrap().records, 40);
@@ -396,7 +403,10 @@ async fn checkpoints_every_n_records_and_at_flush() {
     let err = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&wrong))
         .unwrap_err();
     assert!(
-        matches!(err, super::verify::VerifyError::BadSignature { line: 6, .. }),
+        matches!(
+            err,
+            super::verify::VerifyError::BadSignature { line: 6, .. }
+        ),
         "{err}"
     );
 }

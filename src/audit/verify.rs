@@ -42,14 +42,20 @@ impl std::fmt::Display for LinkFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LinkFault::Deleted { expected, found } if found - expected == 1 => {
-                write!(f, "a record was deleted before this line (seq {expected} is missing)")
+                write!(
+                    f,
+                    "a record was deleted before this line (seq {expected} is missing)"
+                )
             }
             LinkFault::Deleted { expected, found } => write!(
                 f,
                 "records were deleted before this line (seq {expected}..{} are missing)",
                 found - 1
             ),
-            LinkFault::Reordered { expected, later_line } => write!(
+            LinkFault::Reordered {
+                expected,
+                later_line,
+            } => write!(
                 f,
                 "records were reordered (seq {expected} belongs here but is at line {later_line})"
             ),
@@ -429,7 +435,17 @@ mod tests {
         lines.remove(1);
         let err = verify_text(&lines.concat()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::BrokenLink { line: 2, fault: LinkFault::Deleted { expected: 2, found: 3 }, .. }),
+            matches!(
+                err,
+                VerifyError::BrokenLink {
+                    line: 2,
+                    fault: LinkFault::Deleted {
+                        expected: 2,
+                        found: 3
+                    },
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("deleted"), "{err}");
@@ -449,7 +465,14 @@ mod tests {
         lines.insert(3, copy);
         let err = verify_text(&lines.concat()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::BrokenLink { line: 4, fault: LinkFault::Inserted { found: 2 }, .. }),
+            matches!(
+                err,
+                VerifyError::BrokenLink {
+                    line: 4,
+                    fault: LinkFault::Inserted { found: 2 },
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("inserted"), "{err}");
@@ -461,7 +484,17 @@ mod tests {
         lines.swap(1, 2);
         let err = verify_text(&lines.concat()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::BrokenLink { line: 2, fault: LinkFault::Reordered { expected: 2, later_line: 3 }, .. }),
+            matches!(
+                err,
+                VerifyError::BrokenLink {
+                    line: 2,
+                    fault: LinkFault::Reordered {
+                        expected: 2,
+                        later_line: 3
+                    },
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("reordered"), "{err}");
@@ -474,7 +507,14 @@ mod tests {
         text.truncate(text.len() - 20);
         let err = verify_text(&text).unwrap_err();
         assert!(
-            matches!(err, VerifyError::TornLine { line: 3, good: 2, .. }),
+            matches!(
+                err,
+                VerifyError::TornLine {
+                    line: 3,
+                    good: 2,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("not tampering"), "{err}");

@@ -106,9 +106,9 @@ impl AuditSink {
         make: impl FnOnce(&Path) -> std::io::Result<Box<dyn LogTarget>>,
     ) -> Result<AuditSink, AuditError> {
         let signer = match &cfg.checkpoint {
-            Some(cp) => Some(
-                SigningKey::load(&cp.key_file).map_err(|e| AuditError::Key(e.to_string()))?,
-            ),
+            Some(cp) => {
+                Some(SigningKey::load(&cp.key_file).map_err(|e| AuditError::Key(e.to_string()))?)
+            }
             None => None,
         };
         let recovered = recover::recover(&cfg.path)?;
@@ -391,7 +391,10 @@ impl Writer {
                 Msg::Tick => tick = true,
             }
         }
-        let timed = self.checkpoints.as_ref().is_some_and(Checkpoints::due_by_time);
+        let timed = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(Checkpoints::due_by_time);
         if !pending.is_empty() || timed || (tick && self.outage.is_some()) {
             self.commit(pending, timed);
         }
@@ -477,7 +480,11 @@ impl Writer {
                     g.push(enc);
                     g.chained.push((p.ack, g.head.clone()));
                     g.since += 1;
-                    if self.checkpoints.as_ref().is_some_and(|c| c.due_by_count(g.since)) {
+                    if self
+                        .checkpoints
+                        .as_ref()
+                        .is_some_and(|c| c.due_by_count(g.since))
+                    {
                         self.checkpoint(&mut g, &ts);
                     }
                 }
