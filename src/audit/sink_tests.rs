@@ -469,3 +469,22 @@ async fn writing_resumes_by_itself_after_an_outage() {
     assert_eq!(verify(&cfg.path), 3);
     assert_eq!(counters.errors.get(), 2);
 }
+
+#[tokio::test]
+async fn restart_seals_the_recovered_unsigned_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), Some(100), None);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    for i in 0..3 {
+        sink.record(event(format!("r{i}"))).await.unwrap();
+    }
+    drop(sink); // a crash: no flush, no checkpoint
+    let key = public_key(dir.path());
+    let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
+    assert_eq!((r.checkpoints, r.unsigned_tail), (0, 3));
+    // (open waits for the old writer thread to let go of the lock)
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    sink.flush().await.unwrap();
+    let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
+    assert_eq!((r.records, r.checkpoints, r.unsigned_tail), (4, 1, 0));
+}

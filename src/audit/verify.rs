@@ -139,8 +139,13 @@ pub fn render(r: &VerifyReport, key: Option<&PublicKey>) -> String {
             r.checkpoints
         )),
     }
+    let after = if r.checkpoints == 0 {
+        "no checkpoint: the hash chain alone protects them"
+    } else {
+        "after the last checkpoint"
+    };
     out.push_str(&format!(
-        "\nunsigned tail: {} records after the last checkpoint",
+        "\nunsigned tail: {} records {after}",
         r.unsigned_tail
     ));
     out

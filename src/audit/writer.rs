@@ -118,6 +118,7 @@ impl AuditSink {
             healthy: AtomicBool::new(true),
             syncs: AtomicU64::new(0),
         });
+        let recovered_seq = recovered.head.seq;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             target,
@@ -137,7 +138,9 @@ impl AuditSink {
                 key,
                 every_records: cfg.checkpoint.as_ref().and_then(|c| c.every_records),
                 every: cfg.checkpoint.as_ref().and_then(|c| c.every_seconds),
-                since: 0,
+                // After a restart the recovered tail may be unsigned: let the
+                // first flush or timed checkpoint cover it.
+                since: u64::from(recovered_seq > 0),
                 last: Instant::now(),
             }),
             outage: None,
