@@ -111,6 +111,49 @@ pub fn encode_body<B: Serialize>(
     })
 }
 
+/// A record body serialized ahead of time (on the caller's thread, so the
+/// writer's critical section only concatenates and hashes): the JSON object's
+/// members without the enclosing braces.
+#[derive(Debug, Clone)]
+pub struct Body(Vec<u8>);
+
+impl Body {
+    /// Serializes `event` (any JSON object) the way `encode_body` would.
+    pub fn new<B: Serialize>(event: &B) -> Result<Body, ChainError> {
+        let json = serde_json::to_vec(event).map_err(|e| ChainError::Serialize(e.to_string()))?;
+        match json.as_slice() {
+            [b'{', inner @ .., b'}'] if !inner.is_empty() => Ok(Body(inner.to_vec())),
+            _ => Err(ChainError::Serialize("not a non-empty JSON object".into())),
+        }
+    }
+}
+
+/// Encodes a pre-serialized body as the record following `prev`; the bytes
+/// are identical to `encode_body` on the same event.
+pub fn encode_raw(prev: &ChainHead, ts: &str, body: &Body) -> Result<Encoded, ChainError> {
+    let seq = prev.seq.checked_add(1).ok_or(ChainError::SeqOverflow)?;
+    let ts_json = serde_json::to_string(ts).map_err(|e| ChainError::Serialize(e.to_string()))?;
+    let mut line = Vec::with_capacity(body.0.len() + 256);
+    line.extend_from_slice(b"{\"ts\":");
+    line.extend_from_slice(ts_json.as_bytes());
+    line.extend_from_slice(format!(",\"seq\":{seq},").as_bytes());
+    line.extend_from_slice(&body.0);
+    line.extend_from_slice(b",\"prev_hash\":\"");
+    line.extend_from_slice(prev.hash.as_bytes());
+    // The canonical bytes end here with `"}`; the stored line goes on with the hash.
+    line.extend_from_slice(b"\"}");
+    let hash = hash_hex(&line);
+    line.pop();
+    line.extend_from_slice(HASH_PREFIX);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(HASH_SUFFIX);
+    line.push(b'\n');
+    Ok(Encoded {
+        line,
+        head: ChainHead { seq, hash },
+    })
+}
+
 /// The chain fields of one line, as read back from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedLine {
@@ -327,6 +370,22 @@ mod tests {
             parse_line(no_prev.as_bytes()),
             Err(ChainError::Json(_))
         ));
+    }
+
+    #[test]
+    fn pre_serialized_body_encodes_to_the_same_bytes() {
+        let ts = "2026-03-01T00:00:00.000Z";
+        let mut ev = event("r\"1\u{e9}");
+        ev.justification = Some("line\nbreak".into());
+        ev.duration_ms = Some(1.25);
+        let a = encode(&ChainHead::genesis(), ts, &ev).unwrap();
+        let b = encode_raw(&ChainHead::genesis(), ts, &Body::new(&ev).unwrap()).unwrap();
+        assert_eq!(a.line, b.line);
+        assert_eq!(a.head, b.head);
+        let a2 = encode(&a.head, ts, &event("r2")).unwrap();
+        let b2 = encode_raw(&b.head, ts, &Body::new(&event("r2")).unwrap()).unwrap();
+        assert_eq!(a2.line, b2.line);
+        assert!(Body::new(&1u8).is_err());
     }
 
     #[test]

@@ -61,8 +61,9 @@ type Ack<T> = oneshot::Sender<Result<T, AuditError>>;
 
 /// A message to the writer thread.
 enum Msg {
-    /// Boxed so the queue's slots stay small (the event is ~300 bytes).
-    Record(Box<AuditEvent>, Option<Ack<u64>>),
+    /// Serialized by the caller, so the writer's critical section only
+    /// chains and hashes (the group commit waits on it).
+    Record(chain::Body, Option<Ack<u64>>),
     /// Acknowledged after every earlier message is written and fsync'd.
     Flush(Ack<()>),
     /// From the ticker: probe after an outage, write a timed checkpoint.
@@ -167,11 +168,12 @@ impl AuditSink {
     /// Appends one record; resolves once it is written and durable per the
     /// `fsync` policy. Returns its `seq`.
     pub async fn record(&self, ev: AuditEvent) -> Result<u64, AuditError> {
+        let body = self.serialize(&ev)?;
         let (ack, done) = oneshot::channel();
         if self
             .inner
             .tx
-            .send(Msg::Record(Box::new(ev), Some(ack)))
+            .send(Msg::Record(body, Some(ack)))
             .await
             .is_err()
         {
@@ -187,13 +189,25 @@ impl AuditSink {
 
     /// Appends without waiting. Failures are counted in `errors`.
     pub fn record_nowait(&self, ev: AuditEvent) {
-        match self.inner.tx.try_send(Msg::Record(Box::new(ev), None)) {
+        let Ok(body) = self.serialize(&ev) else {
+            return;
+        };
+        match self.inner.tx.try_send(Msg::Record(body, None)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => self.send_later(msg),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.inner.counters.errors.inc();
             }
         }
+    }
+
+    /// Serializes the event; a failure is counted and refused on its own.
+    fn serialize(&self, ev: &AuditEvent) -> Result<chain::Body, AuditError> {
+        chain::Body::new(ev).map_err(|e| {
+            self.inner.counters.errors.inc();
+            tracing::error!(request_id = %ev.request_id, error = %e, "audit record not encodable");
+            AuditError::Encode(e.to_string())
+        })
     }
 
     /// Queue full: wait for room on a task rather than drop the record.
@@ -242,7 +256,7 @@ impl AuditSink {
 
 /// A record waiting to be committed.
 struct Pending {
-    ev: Box<AuditEvent>,
+    body: chain::Body,
     ack: Option<Ack<u64>>,
 }
 
@@ -380,8 +394,8 @@ impl Writer {
         let mut tick = false;
         for msg in batch {
             match msg {
-                Msg::Record(ev, ack) => {
-                    pending.push(Pending { ev, ack });
+                Msg::Record(body, ack) => {
+                    pending.push(Pending { body, ack });
                     if self.fsync == FsyncPolicy::Always {
                         self.commit(std::mem::take(&mut pending), false);
                     }
@@ -478,7 +492,7 @@ impl Writer {
             }
         }
         for p in pending {
-            match chain::encode(&g.head, &ts, &p.ev) {
+            match chain::encode_raw(&g.head, &ts, &p.body) {
                 Ok(enc) => {
                     g.push(enc);
                     g.chained.push((p.ack, g.head.clone()));
@@ -494,7 +508,7 @@ impl Writer {
                 Err(e) => {
                     self.counters.errors.inc();
                     self.lost += 1;
-                    tracing::error!(request_id = %p.ev.request_id, error = %e, "audit record not encodable");
+                    tracing::error!(seq = g.head.seq, error = %e, "audit record not encodable");
                     reply(p.ack, Err(AuditError::Encode(e.to_string())));
                 }
             }
