@@ -488,3 +488,24 @@ async fn restart_seals_the_recovered_unsigned_tail() {
     let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
     assert_eq!((r.records, r.checkpoints, r.unsigned_tail), (4, 1, 0));
 }
+
+#[tokio::test]
+async fn unwaited_records_become_durable_within_a_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    sink.record(event("waited")).await.unwrap();
+    let after_waited = sink.syncs();
+    assert!(
+        after_waited >= 1,
+        "a waited record is fsync'd before its ack"
+    );
+    for i in 0..5 {
+        sink.record_nowait(event(format!("c{i}")));
+    }
+    let path = cfg.path.clone();
+    assert!(eventually(|| lines(&path).len() == 6).await);
+    // No flush, no further request: the ticker's fsync covers them.
+    assert!(eventually(|| sink.syncs() > after_waited).await);
+    assert_eq!(verify(&cfg.path), 6);
+}

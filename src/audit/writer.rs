@@ -145,6 +145,7 @@ impl AuditSink {
                 last: Instant::now(),
             }),
             outage: None,
+            dirty: false,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -360,6 +361,8 @@ struct Writer {
     stdout: Option<Mirror>,
     checkpoints: Option<Checkpoints>,
     outage: Option<Outage>,
+    /// `batch`: records written but not yet fsync'd (nobody waits on them).
+    dirty: bool,
 }
 
 impl Writer {
@@ -415,6 +418,13 @@ impl Writer {
         if !pending.is_empty() || timed || (tick && self.outage.is_some()) {
             self.commit(pending, timed);
         }
+        if tick && self.dirty {
+            // Unwaited records (e.g. `complete`) are durable within a tick.
+            if let Err(e) = self.sync() {
+                let e = self.failed("fsync", &e, None);
+                tracing::error!(error = %e, "audit fsync of unwaited records failed");
+            }
+        }
     }
 
     /// Writes `pending` (plus the writer's own records) as one group and
@@ -424,7 +434,13 @@ impl Writer {
         if group.lines == 0 {
             return;
         }
-        match self.write_group(&group.buf) {
+        // With `batch`, a group nobody waits for (only `complete` records,
+        // checkpoints) is written without its own fsync: the next waited
+        // group's fsync, a flush or the next tick covers it. A waited group
+        // is never acknowledged before its fsync.
+        let waited =
+            self.fsync != FsyncPolicy::Batch || group.chained.iter().any(|(a, _)| a.is_some());
+        match self.write_group(&group.buf, waited) {
             Ok(()) => self.committed(group),
             Err(e) => {
                 let n = group.chained.len() as u64;
@@ -536,7 +552,7 @@ impl Writer {
 
     /// One `write_all` and (per policy) one fsync; on failure the file is cut
     /// back to where the group started and the sink is marked unhealthy.
-    fn write_group(&mut self, buf: &[u8]) -> Result<(), AuditError> {
+    fn write_group(&mut self, buf: &[u8], sync: bool) -> Result<(), AuditError> {
         self.repair()?;
         let mut start = self
             .target
@@ -552,9 +568,14 @@ impl Writer {
         self.target
             .append(buf)
             .map_err(|e| self.failed("write", &e, Some(start)))?;
-        if self.fsync != FsyncPolicy::Never {
+        if self.fsync == FsyncPolicy::Never {
+            return Ok(());
+        }
+        if sync {
             self.sync()
                 .map_err(|e| self.failed("fsync", &e, Some(start)))?;
+        } else {
+            self.dirty = true;
         }
         Ok(())
     }
@@ -643,7 +664,9 @@ impl Writer {
 
     fn sync(&mut self) -> std::io::Result<()> {
         self.shared.syncs.fetch_add(1, Ordering::SeqCst);
-        self.target.sync()
+        self.target.sync()?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
