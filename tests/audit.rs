@@ -223,6 +223,7 @@ async fn kill_9_under_load_keeps_every_acknowledged_decision() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "no request completed before the kill");
+    eprintln!("{} requests saw 2xx before kill -9", acked.len());
 
     let on_disk: std::collections::HashSet<String> = records(&log)
         .iter()
