@@ -216,6 +216,23 @@ pub struct AuditConfig {
     /// With `batch`: how long the writer waits for more records before a
     /// group commit (0 = commit whatever is queued at once).
     pub batch_window: Duration,
+    /// Rotate the file once it would grow past this many bytes (None = never).
+    pub rotate_bytes: Option<u64>,
+    /// Signed checkpoints (None = no checkpoints).
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Mirror every record to stdout after it is written to the file.
+    pub stdout: bool,
+}
+
+/// Signed checkpoint settings (`audit.checkpoint`).
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Ed25519 private key, PKCS#8 PEM (`purposegate audit keygen`).
+    pub key_file: PathBuf,
+    /// A checkpoint after this many records (None = not by count).
+    pub every_records: Option<u64>,
+    /// A checkpoint after this much time with new records (None = not by time).
+    pub every_seconds: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -340,6 +357,22 @@ struct RawAudit {
     fsync: FsyncPolicy,
     #[serde(default)]
     batch_window_us: u64,
+    #[serde(default)]
+    rotate_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    checkpoint: Option<Spanned<RawCheckpoint>>,
+    #[serde(default)]
+    stdout: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    key_file: String,
+    #[serde(default)]
+    every_records: Option<u64>,
+    #[serde(default)]
+    every_seconds: Option<u64>,
 }
 
 fn default_grace() -> u64 {
@@ -446,16 +479,55 @@ impl Config {
             consent_file,
             consent_db,
             upstreams,
-            audit: AuditConfig {
-                path: resolve(&raw.audit.path),
-                fsync: raw.audit.fsync,
-                batch_window: Duration::from_micros(raw.audit.batch_window_us.min(100_000)),
-            },
+            audit: validate_audit(file, raw.audit, &resolve)?,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
             tls,
         })
     }
+}
+
+fn validate_audit(
+    file: &Path,
+    raw: RawAudit,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<AuditConfig, ConfigError> {
+    // Smaller than a batch of records would rotate on every write.
+    const MIN_ROTATE: u64 = 4096;
+    if let Some(r) = raw.rotate_bytes.as_ref().filter(|r| r.value < MIN_ROTATE) {
+        return Err(ConfigError::at(
+            file,
+            r,
+            format!("audit.rotate_bytes: must be at least {MIN_ROTATE}"),
+        ));
+    }
+    let checkpoint = match raw.checkpoint {
+        None => None,
+        Some(cp) => {
+            let every_records = cp.value.every_records.filter(|n| *n > 0);
+            let every_seconds = cp.value.every_seconds.filter(|n| *n > 0);
+            if every_records.is_none() && every_seconds.is_none() {
+                return Err(ConfigError::at(
+                    file,
+                    &cp,
+                    "audit.checkpoint: set every_records and/or every_seconds (> 0)",
+                ));
+            }
+            Some(CheckpointConfig {
+                key_file: resolve(&cp.value.key_file),
+                every_records,
+                every_seconds: every_seconds.map(Duration::from_secs),
+            })
+        }
+    };
+    Ok(AuditConfig {
+        path: resolve(&raw.path),
+        fsync: raw.fsync,
+        batch_window: Duration::from_micros(raw.batch_window_us.min(100_000)),
+        rotate_bytes: raw.rotate_bytes.map(|r| r.value),
+        checkpoint,
+        stdout: raw.stdout,
+    })
 }
 
 fn parse_addr(file: &Path, v: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
@@ -757,5 +829,33 @@ audit:
         let bad = GOOD.replace("\"RS256\", ", "\"HS256\", ");
         let e = Config::parse(Path::new("c.yaml"), &bad).unwrap_err();
         assert!(e.message.contains("hs256_secret_file"), "{e}");
+    }
+
+    #[test]
+    fn audit_rotation_checkpoint_and_stdout_keys() {
+        let c = Config::parse(Path::new("/etc/pg/c.yaml"), GOOD).unwrap();
+        assert!(c.audit.rotate_bytes.is_none() && c.audit.checkpoint.is_none());
+        assert!(!c.audit.stdout);
+        let extra = "  rotate_bytes: 1048576\n  stdout: true\n  checkpoint: {key_file: \"k.pem\", every_records: 100, every_seconds: 60}\n";
+        let c = Config::parse(Path::new("/etc/pg/c.yaml"), &format!("{GOOD}{extra}")).unwrap();
+        assert_eq!(c.audit.rotate_bytes, Some(1_048_576));
+        assert!(c.audit.stdout);
+        let cp = c.audit.checkpoint.unwrap();
+        assert_eq!(cp.key_file, PathBuf::from("/etc/pg/k.pem"));
+        assert_eq!(cp.every_records, Some(100));
+        assert_eq!(cp.every_seconds, Some(Duration::from_secs(60)));
+
+        let e =
+            Config::parse(Path::new("c.yaml"), &format!("{GOOD}  rotate_bytes: 10\n")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("c.yaml:18: audit.rotate_bytes"),
+            "{e}"
+        );
+        let e = Config::parse(
+            Path::new("c.yaml"),
+            &format!("{GOOD}  checkpoint: {{key_file: k.pem}}\n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("every_records"), "{e}");
     }
 }

@@ -53,12 +53,13 @@ pub enum ChainError {
 }
 
 /// What is hashed: the record without its `hash`, fields in on-disk order.
+/// `B` is the body: an `AuditEvent`, or a writer record (checkpoint, resumed).
 #[derive(Serialize)]
-struct Canonical<'a> {
+struct Canonical<'a, B: Serialize> {
     ts: &'a str,
     seq: u64,
     #[serde(flatten)]
-    event: &'a AuditEvent,
+    event: &'a B,
     prev_hash: &'a str,
 }
 
@@ -76,6 +77,15 @@ pub fn hash_hex(bytes: &[u8]) -> String {
 
 /// Encodes `event` as the record following `prev`, stamped with `ts`.
 pub fn encode(prev: &ChainHead, ts: &str, event: &AuditEvent) -> Result<Encoded, ChainError> {
+    encode_body(prev, ts, event)
+}
+
+/// Encodes any record body (a JSON object) as the record following `prev`.
+pub fn encode_body<B: Serialize>(
+    prev: &ChainHead,
+    ts: &str,
+    event: &B,
+) -> Result<Encoded, ChainError> {
     let seq = prev.seq.checked_add(1).ok_or(ChainError::SeqOverflow)?;
     let canonical = serde_json::to_vec(&Canonical {
         ts,
@@ -101,6 +111,49 @@ pub fn encode(prev: &ChainHead, ts: &str, event: &AuditEvent) -> Result<Encoded,
     })
 }
 
+/// A record body serialized ahead of time (on the caller's thread, so the
+/// writer's critical section only concatenates and hashes): the JSON object's
+/// members without the enclosing braces.
+#[derive(Debug, Clone)]
+pub struct Body(Vec<u8>);
+
+impl Body {
+    /// Serializes `event` (any JSON object) the way `encode_body` would.
+    pub fn new<B: Serialize>(event: &B) -> Result<Body, ChainError> {
+        let json = serde_json::to_vec(event).map_err(|e| ChainError::Serialize(e.to_string()))?;
+        match json.as_slice() {
+            [b'{', inner @ .., b'}'] if !inner.is_empty() => Ok(Body(inner.to_vec())),
+            _ => Err(ChainError::Serialize("not a non-empty JSON object".into())),
+        }
+    }
+}
+
+/// Encodes a pre-serialized body as the record following `prev`; the bytes
+/// are identical to `encode_body` on the same event.
+pub fn encode_raw(prev: &ChainHead, ts: &str, body: &Body) -> Result<Encoded, ChainError> {
+    let seq = prev.seq.checked_add(1).ok_or(ChainError::SeqOverflow)?;
+    let ts_json = serde_json::to_string(ts).map_err(|e| ChainError::Serialize(e.to_string()))?;
+    let mut line = Vec::with_capacity(body.0.len() + 256);
+    line.extend_from_slice(b"{\"ts\":");
+    line.extend_from_slice(ts_json.as_bytes());
+    line.extend_from_slice(format!(",\"seq\":{seq},").as_bytes());
+    line.extend_from_slice(&body.0);
+    line.extend_from_slice(b",\"prev_hash\":\"");
+    line.extend_from_slice(prev.hash.as_bytes());
+    // The canonical bytes end here with `"}`; the stored line goes on with the hash.
+    line.extend_from_slice(b"\"}");
+    let hash = hash_hex(&line);
+    line.pop();
+    line.extend_from_slice(HASH_PREFIX);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(HASH_SUFFIX);
+    line.push(b'\n');
+    Ok(Encoded {
+        line,
+        head: ChainHead { seq, hash },
+    })
+}
+
 /// The chain fields of one line, as read back from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedLine {
@@ -110,6 +163,21 @@ pub struct ParsedLine {
     pub hash: String,
     /// The hash re-derived from the line's canonical bytes.
     pub computed: String,
+    /// The `event` field (`decision`, `complete`, `checkpoint`, `resumed`).
+    pub event: Option<String>,
+    /// The signed head, when this is a `checkpoint` record.
+    pub checkpoint: Option<CheckpointFields>,
+}
+
+/// The fields of a `checkpoint` record a verifier checks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CheckpointFields {
+    /// The chain head the signature covers (the record just before).
+    pub covers_seq: u64,
+    pub covers_hash: String,
+    pub key_id: String,
+    /// Base64 Ed25519 signature over `sign::checkpoint_message`.
+    pub signature: String,
 }
 
 impl ParsedLine {
@@ -124,19 +192,50 @@ impl ParsedLine {
 struct Link {
     seq: u64,
     prev_hash: String,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    covers_seq: Option<u64>,
+    #[serde(default)]
+    covers_hash: Option<String>,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
 }
+
+impl Link {
+    /// The checkpoint fields, when the record is a complete checkpoint.
+    fn checkpoint(&mut self) -> Option<CheckpointFields> {
+        if self.event.as_deref() != Some(CHECKPOINT_EVENT) {
+            return None;
+        }
+        Some(CheckpointFields {
+            covers_seq: self.covers_seq?,
+            covers_hash: self.covers_hash.take()?,
+            key_id: self.key_id.take().unwrap_or_default(),
+            signature: self.signature.take()?,
+        })
+    }
+}
+
+/// `event` of a checkpoint record.
+pub const CHECKPOINT_EVENT: &str = "checkpoint";
 
 /// Parses one line (without its `\n`): splits off the stored hash, re-derives
 /// the hash from the canonical bytes and reads `seq` and `prev_hash`.
 pub fn parse_line(line: &[u8]) -> Result<ParsedLine, ChainError> {
     let (canonical, hash) = split_hash(line)?;
     let text = std::str::from_utf8(&canonical).map_err(|_| ChainError::Utf8)?;
-    let link: Link = serde_json::from_str(text).map_err(|e| ChainError::Json(e.to_string()))?;
+    let mut link: Link = serde_json::from_str(text).map_err(|e| ChainError::Json(e.to_string()))?;
+    let checkpoint = link.checkpoint();
     Ok(ParsedLine {
         seq: link.seq,
         prev_hash: link.prev_hash,
         hash: hash.to_string(),
         computed: hash_hex(&canonical),
+        event: link.event,
+        checkpoint,
     })
 }
 
@@ -271,6 +370,22 @@ mod tests {
             parse_line(no_prev.as_bytes()),
             Err(ChainError::Json(_))
         ));
+    }
+
+    #[test]
+    fn pre_serialized_body_encodes_to_the_same_bytes() {
+        let ts = "2026-03-01T00:00:00.000Z";
+        let mut ev = event("r\"1\u{e9}");
+        ev.justification = Some("line\nbreak".into());
+        ev.duration_ms = Some(1.25);
+        let a = encode(&ChainHead::genesis(), ts, &ev).unwrap();
+        let b = encode_raw(&ChainHead::genesis(), ts, &Body::new(&ev).unwrap()).unwrap();
+        assert_eq!(a.line, b.line);
+        assert_eq!(a.head, b.head);
+        let a2 = encode(&a.head, ts, &event("r2")).unwrap();
+        let b2 = encode_raw(&b.head, ts, &Body::new(&event("r2")).unwrap()).unwrap();
+        assert_eq!(a2.line, b2.line);
+        assert!(Body::new(&1u8).is_err());
     }
 
     #[test]

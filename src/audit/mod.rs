@@ -1,11 +1,14 @@
 //! The audit trail (CONTRACT §7): the record the proxy supplies (`record`), the
 //! canonical encoding and SHA-256 hash chain shared by writer and verifier
 //! (`chain`), the single writer thread with group commit (`writer`, on top of
-//! `target` and `recover`), and `audit verify` (`verify`).
+//! `target`, `recover` and `rotate`), signed checkpoints and their keys
+//! (`sign`), and `audit verify` (`verify`).
 
 pub mod chain;
 pub mod record;
 mod recover;
+mod rotate;
+pub mod sign;
 mod target;
 pub mod verify;
 pub mod writer;

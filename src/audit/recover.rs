@@ -42,8 +42,54 @@ pub(crate) fn recover(path: &Path) -> Result<Recovered, AuditError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
     let mut file = opts.open(path).map_err(|e| io_err("cannot open", e))?;
     lock_exclusive(&file, path)?;
-    let head = find_head(&mut file, path)?;
+    let mut head = find_head(&mut file, path)?;
+    if head.seq == 0 {
+        // An empty live file after a rotation: the chain goes on from the
+        // newest rotated file.
+        if let Some(h) = rotated_head(path)? {
+            head = h;
+        }
+    }
     Ok(Recovered { head, lock: file })
+}
+
+/// Opens (creating) and locks the live file anew after a rotation.
+pub(crate) fn lock_path(path: &Path) -> Result<File, AuditError> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
+    let file = opts
+        .open(path)
+        .map_err(|e| AuditError::Io(format!("cannot open {}: {e}", path.display())))?;
+    lock_exclusive(&file, path)?;
+    Ok(file)
+}
+
+/// The head of the newest rotated file of `path`, if there is one.
+fn rotated_head(path: &Path) -> Result<Option<ChainHead>, AuditError> {
+    let files = super::rotate::rotated_files(path)
+        .map_err(|e| AuditError::Io(format!("listing rotated files of {}: {e}", path.display())))?;
+    let Some(newest) = files.last() else {
+        return Ok(None);
+    };
+    let io_err = |e: io::Error| AuditError::Io(format!("reading {}: {e}", newest.display()));
+    let mut file = File::open(newest).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    let end = rfind_newline(&mut file, len)
+        .map_err(io_err)?
+        .map_or(0, |p| p + 1);
+    match last_record(&mut file, end).map_err(io_err)? {
+        Some(Ok(h)) => {
+            tracing::info!(file = %newest.display(), seq = h.seq, "audit log: continuing the chain from the newest rotated file");
+            Ok(Some(h))
+        }
+        None => Ok(None),
+        Some(Err(e)) => Err(AuditError::Corrupt(format!(
+            "{}: last line is not an audit record ({e}); run `purposegate audit verify`",
+            newest.display()
+        ))),
+    }
 }
 
 /// Finds the chain head; a torn tail is moved aside first.

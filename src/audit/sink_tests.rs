@@ -18,6 +18,9 @@ fn config(dir: &Path, fsync: FsyncPolicy) -> AuditConfig {
         path: dir.join("audit/audit.jsonl"),
         fsync,
         batch_window: Duration::ZERO,
+        rotate_bytes: None,
+        checkpoint: None,
+        stdout: false,
     }
 }
 
@@ -255,10 +258,14 @@ async fn write_failure_fails_closed_then_recovers_without_gap() {
     );
 
     faults.fail_write.store(false, Ordering::SeqCst);
-    assert_eq!(sink.record(event("ok3")).await.unwrap(), 3);
+    // seq 3 is the writer's `resumed` record documenting the outage.
+    assert_eq!(sink.record(event("ok3")).await.unwrap(), 4);
     assert!(sink.healthy());
-    assert_eq!(counters.records.get(), 3);
-    assert_eq!(verify(&cfg.path), 3);
+    assert_eq!(counters.records.get(), 4);
+    assert_eq!(verify(&cfg.path), 4);
+    let recs = lines(&cfg.path);
+    assert_eq!(recs[2]["event"], "resumed");
+    assert_eq!(recs[2]["unwritten_records"], 1);
     sink.flush().await.unwrap();
 }
 
@@ -289,9 +296,10 @@ async fn fsync_failure_fails_the_whole_batch() {
     );
 
     faults.fail_sync.store(false, Ordering::SeqCst);
-    assert_eq!(sink.record(event("ok2")).await.unwrap(), 2);
+    assert_eq!(sink.record(event("ok2")).await.unwrap(), 3);
     assert!(sink.healthy());
-    assert_eq!(verify(&cfg.path), 2);
+    assert_eq!(verify(&cfg.path), 3);
+    assert_eq!(lines(&cfg.path)[1]["unwritten_records"], 20);
 }
 
 #[tokio::test]
@@ -304,4 +312,200 @@ async fn clones_share_one_writer() {
     drop(other);
     assert_eq!(sink.record(event("y")).await.unwrap(), 2);
     assert!(sink.healthy());
+}
+
+fn checkpoint_config(
+    dir: &Path,
+    every_records: Option<u64>,
+    every: Option<Duration>,
+) -> AuditConfig {
+    let keys = super::sign::keygen(&dir.join("keys")).unwrap();
+    AuditConfig {
+        checkpoint: Some(crate::config::CheckpointConfig {
+            key_file: keys.private,
+            every_records,
+            every_seconds: every,
+        }),
+        ..config(dir, FsyncPolicy::Batch)
+    }
+}
+
+fn public_key(dir: &Path) -> super::sign::PublicKey {
+    super::sign::PublicKey::load(&dir.join("keys/audit-signing.pub.pem")).unwrap()
+}
+
+#[tokio::test]
+async fn rotation_links_files_and_restart_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Batch);
+    cfg.rotate_bytes = Some(4096);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    for i in 1..=40 {
+        assert_eq!(sink.record(event(format!("r{i}"))).await.unwrap(), i);
+    }
+    drop(sink);
+    let rotated = super::rotate::rotated_files(&cfg.path).unwrap();
+    assert!(rotated.len() >= 2, "{rotated:?}");
+    for f in &rotated {
+        assert!(std::fs::metadata(f).unwrap().len() <= 4096);
+    }
+    // The rotated name carries the last seq in it; the next file starts after it.
+    let first = lines(&rotated[0]);
+    let last_seq = first.last().unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(rotated[0], super::rotate::rotated_path(&cfg.path, last_seq));
+    assert_eq!(
+        lines(&rotated[1])[0]["prev_hash"],
+        first.last().unwrap()["hash"]
+    );
+    let mut all = rotated.clone();
+    all.push(cfg.path.clone());
+    assert_eq!(verify_files(&all).unwrap().records, 40);
+    // Out of order, the link check names the file that does not follow.
+    all.swap(0, 1);
+    assert!(verify_files(&all).is_err());
+
+    // A crash right after a rotation's rename: no live file. The chain goes on.
+    let live_last = lines(&cfg.path).last().unwrap()["seq"].as_u64().unwrap();
+    std::fs::rename(&cfg.path, super::rotate::rotated_path(&cfg.path, live_last)).unwrap();
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    assert_eq!(sink.record(event("after")).await.unwrap(), 41);
+    drop(sink);
+    let mut all = super::rotate::rotated_files(&cfg.path).unwrap();
+    all.push(cfg.path.clone());
+    assert_eq!(verify_files(&all).unwrap().records, 41);
+}
+
+#[tokio::test]
+async fn checkpoints_every_n_records_and_at_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), Some(5), None);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    for i in 0..12 {
+        sink.record(event(format!("r{i}"))).await.unwrap();
+    }
+    let recs = lines(&cfg.path);
+    assert_eq!(recs.len(), 14, "12 records + 2 checkpoints");
+    assert_eq!(recs[5]["event"], "checkpoint");
+    assert_eq!(recs[5]["covers_seq"], 5);
+    assert_eq!(recs[5]["covers_hash"], recs[4]["hash"]);
+    assert_eq!(recs[11]["event"], "checkpoint");
+    let key = public_key(dir.path());
+    let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
+    assert_eq!((r.records, r.checkpoints, r.unsigned_tail), (14, 2, 2));
+    // A flush (as at shutdown) seals the tail.
+    sink.flush().await.unwrap();
+    let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
+    assert_eq!((r.records, r.checkpoints, r.unsigned_tail), (15, 3, 0));
+    // Another key does not verify them.
+    let other = tempfile::tempdir().unwrap();
+    let g = super::sign::keygen(other.path()).unwrap();
+    let wrong = super::sign::PublicKey::load(&g.public).unwrap();
+    let err = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&wrong))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            super::verify::VerifyError::BadSignature { line: 6, .. }
+        ),
+        "{err}"
+    );
+}
+
+/// Polls `f` every 50 ms for up to 5 s.
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn timed_checkpoint_without_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), None, Some(Duration::from_millis(300)));
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    sink.record(event("only")).await.unwrap();
+    let path = cfg.path.clone();
+    assert!(
+        eventually(|| lines(&path).len() == 2).await,
+        "a checkpoint follows within the interval"
+    );
+    assert_eq!(lines(&path)[1]["event"], "checkpoint");
+    // With nothing new, no further checkpoints.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(lines(&path).len(), 2);
+    let r = super::verify::verify_files_with(&[path], Some(&public_key(dir.path()))).unwrap();
+    assert_eq!(r.unsigned_tail, 0);
+}
+
+#[tokio::test]
+async fn writing_resumes_by_itself_after_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = AuditCounters::default();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let (sink, faults) = open_faulty(&cfg, counters.clone());
+    sink.record(event("ok1")).await.unwrap();
+    faults.fail_write.store(true, Ordering::SeqCst);
+    assert!(sink.record(event("lost1")).await.is_err());
+    assert!(sink.record(event("lost2")).await.is_err());
+    assert!(!sink.healthy());
+    // Still failing: the probe keeps it unhealthy and writes nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sink.healthy());
+    assert_eq!(lines(&cfg.path).len(), 1);
+
+    // The disk works again; no request arrives, yet the sink recovers.
+    faults.fail_write.store(false, Ordering::SeqCst);
+    assert!(eventually(|| sink.healthy()).await, "no self-recovery");
+    let recs = lines(&cfg.path);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1]["event"], "resumed");
+    assert_eq!(recs[1]["unwritten_records"], 2);
+    assert!(recs[1]["failing_since"].is_string());
+    assert_eq!(sink.record(event("ok2")).await.unwrap(), 3);
+    assert_eq!(verify(&cfg.path), 3);
+    assert_eq!(counters.errors.get(), 2);
+}
+
+#[tokio::test]
+async fn restart_seals_the_recovered_unsigned_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), Some(100), None);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    for i in 0..3 {
+        sink.record(event(format!("r{i}"))).await.unwrap();
+    }
+    drop(sink); // a crash: no flush, no checkpoint
+    let key = public_key(dir.path());
+    let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
+    assert_eq!((r.checkpoints, r.unsigned_tail), (0, 3));
+    // (open waits for the old writer thread to let go of the lock)
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    sink.flush().await.unwrap();
+    let r = super::verify::verify_files_with(std::slice::from_ref(&cfg.path), Some(&key)).unwrap();
+    assert_eq!((r.records, r.checkpoints, r.unsigned_tail), (4, 1, 0));
+}
+
+#[tokio::test]
+async fn unwaited_records_become_durable_within_a_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Batch);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    sink.record(event("waited")).await.unwrap();
+    let after_waited = sink.syncs();
+    assert!(
+        after_waited >= 1,
+        "a waited record is fsync'd before its ack"
+    );
+    for i in 0..5 {
+        sink.record_nowait(event(format!("c{i}")));
+    }
+    let path = cfg.path.clone();
+    assert!(eventually(|| lines(&path).len() == 6).await);
+    // No flush, no further request: the ticker's fsync covers them.
+    assert!(eventually(|| sink.syncs() > after_waited).await);
+    assert_eq!(verify(&cfg.path), 6);
 }

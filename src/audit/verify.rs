@@ -1,19 +1,74 @@
 //! `audit verify`: re-derives every record's hash from its text, and checks
 //! that `prev_hash` links each record to the one before and that `seq` counts
-//! up by one from 1. The files given, in order, form one chain. Reads line by
-//! line, so a large log is never held in memory.
+//! up by one from 1. The files given, in order, form one chain (rotated files
+//! oldest first, then the live file). Every `checkpoint` record must cover the
+//! chain head just before it, and with a public key its Ed25519 signature must
+//! verify. Reads line by line, so a large log is never held in memory.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::chain::{self, ChainHead};
+use super::chain::{self, ChainHead, CheckpointFields, CHECKPOINT_EVENT};
+use super::sign::PublicKey;
 
 /// What a successful verification covered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifyReport {
     pub records: u64,
     pub files: usize,
+    /// Checkpoint records seen (and, with a key, whose signature verified).
+    pub checkpoints: u64,
+    /// Records after the last checkpoint (all of them when there is none).
+    pub unsigned_tail: u64,
+}
+
+/// How a broken `prev_hash` link is explained (from the `seq` numbers
+/// around it: the forger may re-hash, but cannot both keep the link and
+/// the numbering consistent with the original records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFault {
+    /// seq jumps forward and the missing seq does not appear later.
+    Deleted { expected: u64, found: u64 },
+    /// seq jumps forward and the missing one appears later in the file.
+    Reordered { expected: u64, later_line: u64 },
+    /// seq repeats or goes back: an inserted (e.g. copied) record.
+    Inserted { found: u64 },
+    /// seq is right but the link is not: the previous record was replaced.
+    Replaced,
+}
+
+impl std::fmt::Display for LinkFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkFault::Deleted { expected, found } if found - expected == 1 => {
+                write!(
+                    f,
+                    "a record was deleted before this line (seq {expected} is missing)"
+                )
+            }
+            LinkFault::Deleted { expected, found } => write!(
+                f,
+                "records were deleted before this line (seq {expected}..{} are missing)",
+                found - 1
+            ),
+            LinkFault::Reordered {
+                expected,
+                later_line,
+            } => write!(
+                f,
+                "records were reordered (seq {expected} belongs here but is at line {later_line})"
+            ),
+            LinkFault::Inserted { found } => write!(
+                f,
+                "a record was inserted (seq {found} repeats or goes back)"
+            ),
+            LinkFault::Replaced => write!(
+                f,
+                "prev_hash does not link to the previous record (a record was replaced or inserted)"
+            ),
+        }
+    }
 }
 
 /// The first problem found; each names the file and its 1-based line.
@@ -27,11 +82,31 @@ pub enum VerifyError {
     },
     #[error("{}:{line}: hash mismatch: the record was modified", file.display())]
     HashMismatch { file: PathBuf, line: u64 },
+    #[error("{}:{line}: broken chain: {fault}", file.display())]
+    BrokenLink {
+        file: PathBuf,
+        line: u64,
+        fault: LinkFault,
+    },
     #[error(
-        "{}:{line}: prev_hash does not link to the previous record (a record was deleted, inserted or reordered)",
+        "{}:{line}: bad signature: checkpoint for seq {covers_seq} {why} (forged or re-signed without the key)",
         file.display()
     )]
-    BrokenLink { file: PathBuf, line: u64 },
+    BadSignature {
+        file: PathBuf,
+        line: u64,
+        covers_seq: u64,
+        why: String,
+    },
+    #[error(
+        "{}:{line}: the chain diverges from a signed checkpoint: it covers seq {covers_seq} but the records before it were rewritten",
+        file.display()
+    )]
+    CheckpointMismatch {
+        file: PathBuf,
+        line: u64,
+        covers_seq: u64,
+    },
     #[error("{}:{line}: seq {found} where {expected} was expected", file.display())]
     SeqGap {
         file: PathBuf,
@@ -40,28 +115,81 @@ pub enum VerifyError {
         found: u64,
     },
     #[error(
-        "{}:{line}: torn final line (an interrupted write, e.g. a crash; not tampering)",
+        "{}:{line}: truncated final line: a torn write from a crash, not tampering ({good} records before it verify; `serve` moves it aside at start)",
         file.display()
     )]
-    TornLine { file: PathBuf, line: u64 },
+    TornLine { file: PathBuf, line: u64, good: u64 },
     #[error("{}: {msg}", file.display())]
     Io { file: PathBuf, msg: String },
 }
 
-/// Verifies `paths` as one chain starting at the genesis record.
+/// The summary `audit verify` prints on success.
+pub fn render(r: &VerifyReport, key: Option<&PublicKey>) -> String {
+    let mut out = format!(
+        "ok: {} records in {} file(s), chain intact",
+        r.records, r.files
+    );
+    match key {
+        Some(k) => out.push_str(&format!(
+            "\n{} checkpoint(s), every signature verified (key {})",
+            r.checkpoints, k.key_id
+        )),
+        None => out.push_str(&format!(
+            "\n{} checkpoint(s) linked to the chain; signatures NOT checked (no --public-key)",
+            r.checkpoints
+        )),
+    }
+    let after = if r.checkpoints == 0 {
+        "no checkpoint: the hash chain alone protects them"
+    } else {
+        "after the last checkpoint"
+    };
+    out.push_str(&format!(
+        "\nunsigned tail: {} records {after}",
+        r.unsigned_tail
+    ));
+    out
+}
+
+/// Running state across the files of one chain.
+struct State<'k> {
+    head: ChainHead,
+    key: Option<&'k PublicKey>,
+    checkpoints: u64,
+    /// seq of the last checkpoint record (0 = none yet).
+    last_checkpoint: u64,
+}
+
+/// Verifies `paths` as one chain starting at the genesis record, checking
+/// checkpoint links but not signatures.
 pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
-    let mut head = ChainHead::genesis();
+    verify_files_with(paths, None)
+}
+
+/// Verifies `paths` as one chain; with `key`, every checkpoint's signature.
+pub fn verify_files_with(
+    paths: &[PathBuf],
+    key: Option<&PublicKey>,
+) -> Result<VerifyReport, VerifyError> {
+    let mut st = State {
+        head: ChainHead::genesis(),
+        key,
+        checkpoints: 0,
+        last_checkpoint: 0,
+    };
     for path in paths {
-        verify_file(path, &mut head)?;
+        verify_file(path, &mut st)?;
     }
     Ok(VerifyReport {
-        records: head.seq,
+        records: st.head.seq,
         files: paths.len(),
+        checkpoints: st.checkpoints,
+        unsigned_tail: st.head.seq - st.last_checkpoint,
     })
 }
 
-/// Verifies one file, continuing the chain from `head`.
-fn verify_file(path: &Path, head: &mut ChainHead) -> Result<(), VerifyError> {
+/// Verifies one file, continuing the chain from `st`.
+fn verify_file(path: &Path, st: &mut State) -> Result<(), VerifyError> {
     let io_err = |e: std::io::Error| VerifyError::Io {
         file: path.to_path_buf(),
         msg: e.to_string(),
@@ -81,9 +209,51 @@ fn verify_file(path: &Path, head: &mut ChainHead) -> Result<(), VerifyError> {
             return Err(VerifyError::TornLine {
                 file: path.to_path_buf(),
                 line: line_no,
+                good: st.head.seq,
             });
         };
-        *head = check_line(line, head).map_err(|e| e.at(path, line_no))?;
+        if let Err(fault) = check_line(line, st) {
+            return Err(explain(fault, &mut reader, line_no).at(path, line_no));
+        }
+    }
+}
+
+/// Turns a raw broken link into deleted / reordered / inserted by looking at
+/// the seqs of the rest of the file.
+fn explain(fault: LineFault, rest: &mut impl BufRead, line_no: u64) -> LineFault {
+    let LineFault::Unlinked { expected, found } = fault else {
+        return fault;
+    };
+    let link = if found < expected {
+        LinkFault::Inserted { found }
+    } else if found == expected {
+        LinkFault::Replaced
+    } else {
+        match find_seq(rest, expected) {
+            Some(offset) => LinkFault::Reordered {
+                expected,
+                later_line: line_no + offset,
+            },
+            None => LinkFault::Deleted { expected, found },
+        }
+    };
+    LineFault::Link(link)
+}
+
+/// The 1-based offset of the line after the current one that has `seq`.
+fn find_seq(rest: &mut impl BufRead, seq: u64) -> Option<u64> {
+    let mut buf = Vec::new();
+    let mut offset = 0;
+    loop {
+        buf.clear();
+        if rest.read_until(b'\n', &mut buf).ok()? == 0 {
+            return None;
+        }
+        offset += 1;
+        let trimmed = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if chain::parse_line(trimmed).is_ok_and(|p| p.seq == seq) {
+            return Some(offset);
+        }
     }
 }
 
@@ -91,8 +261,11 @@ fn verify_file(path: &Path, head: &mut ChainHead) -> Result<(), VerifyError> {
 enum LineFault {
     Bad(String),
     Modified,
-    Unlinked,
+    Unlinked { expected: u64, found: u64 },
+    Link(LinkFault),
     Seq { expected: u64, found: u64 },
+    Signature { covers_seq: u64, why: String },
+    Diverged { covers_seq: u64 },
 }
 
 impl LineFault {
@@ -101,7 +274,23 @@ impl LineFault {
         match self {
             LineFault::Bad(msg) => VerifyError::BadJson { file, line, msg },
             LineFault::Modified => VerifyError::HashMismatch { file, line },
-            LineFault::Unlinked => VerifyError::BrokenLink { file, line },
+            LineFault::Unlinked { .. } => VerifyError::BrokenLink {
+                file,
+                line,
+                fault: LinkFault::Replaced,
+            },
+            LineFault::Link(fault) => VerifyError::BrokenLink { file, line, fault },
+            LineFault::Signature { covers_seq, why } => VerifyError::BadSignature {
+                file,
+                line,
+                covers_seq,
+                why,
+            },
+            LineFault::Diverged { covers_seq } => VerifyError::CheckpointMismatch {
+                file,
+                line,
+                covers_seq,
+            },
             LineFault::Seq { expected, found } => VerifyError::SeqGap {
                 file,
                 line,
@@ -112,27 +301,66 @@ impl LineFault {
     }
 }
 
-/// Checks one record against the chain so far and returns the new head.
+/// Checks one record against the chain so far and advances `st`.
 /// Order matters for the message: content first, then the link (which
-/// catches deletion, insertion and reordering), then the counter.
-fn check_line(line: &[u8], prev: &ChainHead) -> Result<ChainHead, LineFault> {
+/// catches deletion, insertion and reordering), then the counter, then a
+/// checkpoint's coverage and signature.
+fn check_line(line: &[u8], st: &mut State) -> Result<(), LineFault> {
     let parsed = chain::parse_line(line).map_err(|e| LineFault::Bad(e.to_string()))?;
     if !parsed.hash_ok() {
         return Err(LineFault::Modified);
     }
-    if parsed.prev_hash != prev.hash {
-        return Err(LineFault::Unlinked);
+    let expected = st.head.seq.saturating_add(1);
+    if parsed.prev_hash != st.head.hash {
+        return Err(LineFault::Unlinked {
+            expected,
+            found: parsed.seq,
+        });
     }
-    let expected = prev.seq.saturating_add(1);
     if parsed.seq != expected {
         return Err(LineFault::Seq {
             expected,
             found: parsed.seq,
         });
     }
-    Ok(ChainHead {
+    if parsed.event.as_deref() == Some(CHECKPOINT_EVENT) {
+        let cp = parsed.checkpoint.as_ref().ok_or_else(|| {
+            LineFault::Bad("checkpoint without covers_seq, covers_hash and signature".into())
+        })?;
+        check_checkpoint(cp, st)?;
+        st.checkpoints += 1;
+        st.last_checkpoint = parsed.seq;
+    }
+    st.head = ChainHead {
         seq: parsed.seq,
         hash: parsed.hash,
+    };
+    Ok(())
+}
+
+/// A checkpoint must cover exactly the record before it, signed by `st.key`.
+fn check_checkpoint(cp: &CheckpointFields, st: &State) -> Result<(), LineFault> {
+    if cp.covers_seq != st.head.seq || cp.covers_hash != st.head.hash {
+        return Err(LineFault::Diverged {
+            covers_seq: cp.covers_seq,
+        });
+    }
+    let Some(key) = st.key else {
+        return Ok(());
+    };
+    let why = if cp.key_id != key.key_id {
+        format!(
+            "names key {} but the given key is {}",
+            cp.key_id, key.key_id
+        )
+    } else if !key.verify(cp.covers_seq, &cp.covers_hash, &cp.signature) {
+        "has a signature that does not verify".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(LineFault::Signature {
+        covers_seq: cp.covers_seq,
+        why,
     })
 }
 
@@ -173,7 +401,9 @@ mod tests {
             r,
             VerifyReport {
                 records: 5,
-                files: 1
+                files: 1,
+                checkpoints: 0,
+                unsigned_tail: 5
             }
         );
         assert_eq!(verify_text("").unwrap().records, 0);
@@ -187,15 +417,9 @@ mod tests {
         std::fs::write(&a, lines[..2].concat()).unwrap();
         std::fs::write(&b, lines[2..].concat()).unwrap();
         let r = verify_files(&[a.clone(), b.clone()]).unwrap();
-        assert_eq!(
-            r,
-            VerifyReport {
-                records: 5,
-                files: 2
-            }
-        );
+        assert_eq!((r.records, r.files), (5, 2));
         let err = verify_files(&[b.clone(), a]).unwrap_err();
-        assert!(matches!(err, VerifyError::BrokenLink { line: 1, ref file } if *file == b));
+        assert!(matches!(err, VerifyError::BrokenLink { line: 1, ref file, .. } if *file == b));
     }
 
     #[test]
@@ -216,9 +440,20 @@ mod tests {
         lines.remove(1);
         let err = verify_text(&lines.concat()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::BrokenLink { line: 2, .. }),
+            matches!(
+                err,
+                VerifyError::BrokenLink {
+                    line: 2,
+                    fault: LinkFault::Deleted {
+                        expected: 2,
+                        found: 3
+                    },
+                    ..
+                }
+            ),
             "{err}"
         );
+        assert!(err.to_string().contains("deleted"), "{err}");
         let mut lines = log(3);
         lines.remove(0);
         let err = verify_text(&lines.concat()).unwrap_err();
@@ -235,9 +470,17 @@ mod tests {
         lines.insert(3, copy);
         let err = verify_text(&lines.concat()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::BrokenLink { line: 4, .. }),
+            matches!(
+                err,
+                VerifyError::BrokenLink {
+                    line: 4,
+                    fault: LinkFault::Inserted { found: 2 },
+                    ..
+                }
+            ),
             "{err}"
         );
+        assert!(err.to_string().contains("inserted"), "{err}");
     }
 
     #[test]
@@ -246,9 +489,20 @@ mod tests {
         lines.swap(1, 2);
         let err = verify_text(&lines.concat()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::BrokenLink { line: 2, .. }),
+            matches!(
+                err,
+                VerifyError::BrokenLink {
+                    line: 2,
+                    fault: LinkFault::Reordered {
+                        expected: 2,
+                        later_line: 3
+                    },
+                    ..
+                }
+            ),
             "{err}"
         );
+        assert!(err.to_string().contains("reordered"), "{err}");
     }
 
     #[test]
@@ -258,10 +512,17 @@ mod tests {
         text.truncate(text.len() - 20);
         let err = verify_text(&text).unwrap_err();
         assert!(
-            matches!(err, VerifyError::TornLine { line: 3, .. }),
+            matches!(
+                err,
+                VerifyError::TornLine {
+                    line: 3,
+                    good: 2,
+                    ..
+                }
+            ),
             "{err}"
         );
-        assert!(err.to_string().contains("torn"), "{err}");
+        assert!(err.to_string().contains("not tampering"), "{err}");
     }
 
     #[test]

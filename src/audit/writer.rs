@@ -4,25 +4,34 @@
 //! `write_all`, fsyncs once per batch (group commit) and then acknowledges
 //! every waiter. A failed write is cut back off the file and the chain head is
 //! not advanced, so the log never holds a torn record or a gap.
+//!
+//! The thread also adds its own records to the chain: signed `checkpoint`s
+//! (every N records / T seconds, and at every flush), and a `resumed` record
+//! that documents an outage once writing works again. A ticker thread wakes
+//! it so that an outage ends by itself (the `resumed` record is the probe)
+//! and time-based checkpoints are written even when no requests arrive.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, ChainHead};
 use super::record::AuditEvent;
-use super::recover;
+use super::sign::SigningKey;
 use super::target::{FileTarget, LogTarget};
+use super::{recover, rotate};
 use crate::config::{AuditConfig, FsyncPolicy};
 
 /// Most records committed as one group (bounds the batch's memory and latency).
 const MAX_BATCH: usize = 1024;
 /// Queue length; `record` waits (backpressure) when the disk falls this far behind.
 const QUEUE: usize = 16 * 1024;
+/// How often the ticker wakes the writer (outage probe, timed checkpoints).
+const TICK: Duration = Duration::from_millis(200);
 
 /// Metrics the sink updates (CONTRACT §8).
 #[derive(Clone, Default)]
@@ -44,16 +53,21 @@ pub enum AuditError {
     Corrupt(String),
     #[error("audit record cannot be encoded: {0}")]
     Encode(String),
+    #[error("audit checkpoint key: {0}")]
+    Key(String),
 }
 
 type Ack<T> = oneshot::Sender<Result<T, AuditError>>;
 
 /// A message to the writer thread.
 enum Msg {
-    /// Boxed so the queue's slots stay small (the event is ~300 bytes).
-    Record(Box<AuditEvent>, Option<Ack<u64>>),
+    /// Serialized by the caller, so the writer's critical section only
+    /// chains and hashes (the group commit waits on it).
+    Record(chain::Body, Option<Ack<u64>>),
     /// Acknowledged after every earlier message is written and fsync'd.
     Flush(Ack<()>),
+    /// From the ticker: probe after an outage, write a timed checkpoint.
+    Tick,
 }
 
 /// State shared by the sink handles and the writer thread.
@@ -92,6 +106,12 @@ impl AuditSink {
         counters: AuditCounters,
         make: impl FnOnce(&Path) -> std::io::Result<Box<dyn LogTarget>>,
     ) -> Result<AuditSink, AuditError> {
+        let signer = match &cfg.checkpoint {
+            Some(cp) => {
+                Some(SigningKey::load(&cp.key_file).map_err(|e| AuditError::Key(e.to_string()))?)
+            }
+            None => None,
+        };
         let recovered = recover::recover(&cfg.path)?;
         let target = make(&cfg.path)
             .map_err(|e| AuditError::Io(format!("cannot open {}: {e}", cfg.path.display())))?;
@@ -99,10 +119,11 @@ impl AuditSink {
             healthy: AtomicBool::new(true),
             syncs: AtomicU64::new(0),
         });
+        let recovered_seq = recovered.head.seq;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             target,
-            _lock: recovered.lock,
+            lock: recovered.lock,
             head: recovered.head,
             fsync: cfg.fsync,
             window: cfg.batch_window,
@@ -111,11 +132,30 @@ impl AuditSink {
             reopen: false,
             cut_to: None,
             lost: 0,
+            path: cfg.path.clone(),
+            rotate_bytes: cfg.rotate_bytes,
+            stdout: cfg.stdout.then(Mirror::default),
+            checkpoints: signer.map(|key| Checkpoints {
+                key,
+                every_records: cfg.checkpoint.as_ref().and_then(|c| c.every_records),
+                every: cfg.checkpoint.as_ref().and_then(|c| c.every_seconds),
+                // After a restart the recovered tail may be unsigned: let the
+                // first flush or timed checkpoint cover it.
+                since: u64::from(recovered_seq > 0),
+                last: Instant::now(),
+            }),
+            outage: None,
+            dirty: false,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::Io(format!("cannot start audit writer thread: {e}")))?;
+        let weak = tx.downgrade();
+        std::thread::Builder::new()
+            .name("audit-ticker".into())
+            .spawn(move || tick(&weak))
+            .map_err(|e| AuditError::Io(format!("cannot start audit ticker thread: {e}")))?;
         Ok(AuditSink {
             inner: Arc::new(Inner {
                 tx,
@@ -129,11 +169,12 @@ impl AuditSink {
     /// Appends one record; resolves once it is written and durable per the
     /// `fsync` policy. Returns its `seq`.
     pub async fn record(&self, ev: AuditEvent) -> Result<u64, AuditError> {
+        let body = self.serialize(&ev)?;
         let (ack, done) = oneshot::channel();
         if self
             .inner
             .tx
-            .send(Msg::Record(Box::new(ev), Some(ack)))
+            .send(Msg::Record(body, Some(ack)))
             .await
             .is_err()
         {
@@ -149,13 +190,25 @@ impl AuditSink {
 
     /// Appends without waiting. Failures are counted in `errors`.
     pub fn record_nowait(&self, ev: AuditEvent) {
-        match self.inner.tx.try_send(Msg::Record(Box::new(ev), None)) {
+        let Ok(body) = self.serialize(&ev) else {
+            return;
+        };
+        match self.inner.tx.try_send(Msg::Record(body, None)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => self.send_later(msg),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.inner.counters.errors.inc();
             }
         }
+    }
+
+    /// Serializes the event; a failure is counted and refused on its own.
+    fn serialize(&self, ev: &AuditEvent) -> Result<chain::Body, AuditError> {
+        chain::Body::new(ev).map_err(|e| {
+            self.inner.counters.errors.inc();
+            tracing::error!(request_id = %ev.request_id, error = %e, "audit record not encodable");
+            AuditError::Encode(e.to_string())
+        })
     }
 
     /// Queue full: wait for room on a task rather than drop the record.
@@ -204,18 +257,93 @@ impl AuditSink {
 
 /// A record waiting to be committed.
 struct Pending {
-    ev: Box<AuditEvent>,
+    body: chain::Body,
     ack: Option<Ack<u64>>,
 }
 
 /// A record placed in the chain (not yet on disk): its waiter and new head.
 type Chained = (Option<Ack<u64>>, ChainHead);
 
+/// Signed checkpoint state.
+struct Checkpoints {
+    key: SigningKey,
+    every_records: Option<u64>,
+    every: Option<Duration>,
+    /// Records written since the last checkpoint.
+    since: u64,
+    /// When the last checkpoint was written (or the writer started).
+    last: Instant,
+}
+
+impl Checkpoints {
+    fn due_by_count(&self, since: u64) -> bool {
+        self.every_records.is_some_and(|n| since >= n)
+    }
+
+    fn due_by_time(&self) -> bool {
+        self.since > 0 && self.every.is_some_and(|t| self.last.elapsed() >= t)
+    }
+}
+
+/// Since when writing fails, and how many records were refused meanwhile.
+struct Outage {
+    since: String,
+    unwritten: u64,
+}
+
+/// The body of the record that ends an outage.
+#[derive(serde::Serialize)]
+struct Resumed<'a> {
+    event: &'static str,
+    failing_since: &'a str,
+    unwritten_records: u64,
+}
+
+/// The stdout mirror; a failing stdout is reported once, never fatal (the
+/// file is the record, the mirror a copy).
+#[derive(Default)]
+struct Mirror {
+    warned: bool,
+}
+
+impl Mirror {
+    fn write(&mut self, buf: &[u8]) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(buf).and_then(|()| out.flush()) {
+            if !std::mem::replace(&mut self.warned, true) {
+                tracing::warn!(error = %e, "audit stdout mirror failed; the file is still written");
+            }
+        }
+    }
+}
+
+/// One group chained onto the head, ready to be written.
+struct Group {
+    buf: Vec<u8>,
+    /// The waiters of the proxy's records, in order.
+    chained: Vec<Chained>,
+    /// Lines in the group, the writer's own records included.
+    lines: u64,
+    head: ChainHead,
+    /// Records since the last checkpoint once the group is written.
+    since: u64,
+    checkpointed: bool,
+}
+
+impl Group {
+    fn push(&mut self, enc: chain::Encoded) {
+        self.buf.extend_from_slice(&enc.line);
+        self.head = enc.head;
+        self.lines += 1;
+    }
+}
+
 /// The writer thread's state; it alone touches the file.
 struct Writer {
     target: Box<dyn LogTarget>,
     /// Holds the single-writer lock for the thread's lifetime.
-    _lock: std::fs::File,
+    lock: std::fs::File,
     /// The last record known to be on disk.
     head: ChainHead,
     fsync: FsyncPolicy,
@@ -228,6 +356,13 @@ struct Writer {
     cut_to: Option<u64>,
     /// Records refused since the last flush (so `flush` can report them).
     lost: u64,
+    path: PathBuf,
+    rotate_bytes: Option<u64>,
+    stdout: Option<Mirror>,
+    checkpoints: Option<Checkpoints>,
+    outage: Option<Outage>,
+    /// `batch`: records written but not yet fsync'd (nobody waits on them).
+    dirty: bool,
 }
 
 impl Writer {
@@ -260,95 +395,215 @@ impl Writer {
     /// is acknowledged only after everything before it.
     fn process(&mut self, batch: Vec<Msg>) {
         let mut pending = Vec::with_capacity(batch.len());
+        let mut tick = false;
         for msg in batch {
             match msg {
-                Msg::Record(ev, ack) => {
-                    pending.push(Pending { ev, ack });
+                Msg::Record(body, ack) => {
+                    pending.push(Pending { body, ack });
                     if self.fsync == FsyncPolicy::Always {
-                        self.commit(std::mem::take(&mut pending));
+                        self.commit(std::mem::take(&mut pending), false);
                     }
                 }
                 Msg::Flush(ack) => {
-                    self.commit(std::mem::take(&mut pending));
+                    // A flush seals the tail with a checkpoint (e.g. at shutdown).
+                    self.commit(std::mem::take(&mut pending), true);
                     let _ = ack.send(self.flush());
                 }
+                Msg::Tick => tick = true,
             }
         }
-        self.commit(pending);
+        let timed = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(Checkpoints::due_by_time);
+        if !pending.is_empty() || timed || (tick && self.outage.is_some()) {
+            self.commit(pending, timed);
+        }
+        if tick && self.dirty {
+            // Unwaited records (e.g. `complete`) are durable within a tick.
+            if let Err(e) = self.sync() {
+                let e = self.failed("fsync", &e, None);
+                tracing::error!(error = %e, "audit fsync of unwaited records failed");
+            }
+        }
     }
 
-    /// Writes `pending` as one group and acknowledges each record.
-    fn commit(&mut self, pending: Vec<Pending>) {
-        if pending.is_empty() {
+    /// Writes `pending` (plus the writer's own records) as one group and
+    /// acknowledges each record.
+    fn commit(&mut self, pending: Vec<Pending>, seal: bool) {
+        let group = self.encode(pending, seal);
+        if group.lines == 0 {
             return;
         }
-        let (buf, encoded) = self.encode(pending);
-        if encoded.is_empty() {
-            return;
-        }
-        match self.write_group(&buf) {
-            Ok(()) => {
-                if let Some((_, head)) = encoded.last() {
-                    self.head = head.clone();
-                }
-                self.shared.healthy.store(true, Ordering::SeqCst);
-                self.counters.records.inc_by(encoded.len() as u64);
-                for (ack, head) in encoded {
-                    reply(ack, Ok(head.seq));
-                }
-            }
+        // With `batch`, a group nobody waits for (only `complete` records,
+        // checkpoints) is written without its own fsync: the next waited
+        // group's fsync, a flush or the next tick covers it. A waited group
+        // is never acknowledged before its fsync.
+        let waited =
+            self.fsync != FsyncPolicy::Batch || group.chained.iter().any(|(a, _)| a.is_some());
+        match self.write_group(&group.buf, waited) {
+            Ok(()) => self.committed(group),
             Err(e) => {
-                self.counters.errors.inc_by(encoded.len() as u64);
-                self.lost += encoded.len() as u64;
-                let first = encoded.first().map_or(0, |(_, h)| h.seq);
-                tracing::error!(seq = first, records = encoded.len(), error = %e, "audit write failed");
-                for (ack, _) in encoded {
+                let n = group.chained.len() as u64;
+                self.counters.errors.inc_by(n);
+                self.lost += n;
+                if let Some(o) = self.outage.as_mut() {
+                    o.unwritten += n;
+                }
+                // The outage probe (no proxy records) fails quietly every tick.
+                if n > 0 {
+                    tracing::error!(seq = self.head.seq + 1, records = n, error = %e, "audit write failed");
+                }
+                for (ack, _) in group.chained {
                     reply(ack, Err(e.clone()));
                 }
             }
         }
     }
 
-    /// Chains the records onto the current head (not yet committed). A record
-    /// that cannot be encoded is refused on its own and takes no `seq`.
-    fn encode(&mut self, pending: Vec<Pending>) -> (Vec<u8>, Vec<Chained>) {
+    /// A group is on disk: advance the head, mirror it, wake its waiters.
+    fn committed(&mut self, group: Group) {
+        self.head = group.head;
+        if let Some(cp) = self.checkpoints.as_mut() {
+            cp.since = group.since;
+            if group.checkpointed {
+                cp.last = Instant::now();
+            }
+        }
+        if let Some(o) = self.outage.take() {
+            tracing::warn!(failing_since = %o.since, unwritten = o.unwritten, "audit log writable again");
+        }
+        self.shared.healthy.store(true, Ordering::SeqCst);
+        self.counters.records.inc_by(group.lines);
+        if let Some(m) = self.stdout.as_mut() {
+            m.write(&group.buf);
+        }
+        for (ack, head) in group.chained {
+            reply(ack, Ok(head.seq));
+        }
+    }
+
+    /// Chains the records onto the current head (not yet committed): first a
+    /// `resumed` record after an outage, then the records with a checkpoint
+    /// after every `every_records`-th, then (with `seal`) a final checkpoint.
+    /// A record that cannot be encoded is refused on its own and takes no `seq`.
+    fn encode(&mut self, pending: Vec<Pending>, seal: bool) -> Group {
         let ts = crate::time::format_rfc3339(crate::time::now_millis());
-        let mut head = self.head.clone();
-        let mut buf = Vec::new();
-        let mut encoded = Vec::with_capacity(pending.len());
+        let mut g = Group {
+            buf: Vec::with_capacity(pending.len() * 512),
+            chained: Vec::with_capacity(pending.len()),
+            lines: 0,
+            head: self.head.clone(),
+            since: self.checkpoints.as_ref().map_or(0, |c| c.since),
+            checkpointed: false,
+        };
+        if let Some(o) = &self.outage {
+            let body = Resumed {
+                event: "resumed",
+                failing_since: &o.since,
+                unwritten_records: o.unwritten,
+            };
+            if let Ok(enc) = chain::encode_body(&g.head, &ts, &body) {
+                g.push(enc);
+                g.since += 1;
+            }
+        }
         for p in pending {
-            match chain::encode(&head, &ts, &p.ev) {
+            match chain::encode_raw(&g.head, &ts, &p.body) {
                 Ok(enc) => {
-                    buf.extend_from_slice(&enc.line);
-                    head = enc.head;
-                    encoded.push((p.ack, head.clone()));
+                    g.push(enc);
+                    g.chained.push((p.ack, g.head.clone()));
+                    g.since += 1;
+                    if self
+                        .checkpoints
+                        .as_ref()
+                        .is_some_and(|c| c.due_by_count(g.since))
+                    {
+                        self.checkpoint(&mut g, &ts);
+                    }
                 }
                 Err(e) => {
                     self.counters.errors.inc();
                     self.lost += 1;
-                    tracing::error!(request_id = %p.ev.request_id, error = %e, "audit record not encodable");
+                    tracing::error!(seq = g.head.seq, error = %e, "audit record not encodable");
                     reply(p.ack, Err(AuditError::Encode(e.to_string())));
                 }
             }
         }
-        (buf, encoded)
+        if seal && g.since > 0 {
+            self.checkpoint(&mut g, &ts);
+        }
+        g
+    }
+
+    /// Appends a signed checkpoint covering the group's current head.
+    fn checkpoint(&self, g: &mut Group, ts: &str) {
+        let Some(cp) = &self.checkpoints else {
+            return;
+        };
+        match chain::encode_body(&g.head, ts, &cp.key.checkpoint(&g.head)) {
+            Ok(enc) => {
+                g.push(enc);
+                g.since = 0;
+                g.checkpointed = true;
+            }
+            Err(e) => tracing::error!(error = %e, "audit checkpoint not encodable"),
+        }
     }
 
     /// One `write_all` and (per policy) one fsync; on failure the file is cut
     /// back to where the group started and the sink is marked unhealthy.
-    fn write_group(&mut self, buf: &[u8]) -> Result<(), AuditError> {
+    fn write_group(&mut self, buf: &[u8], sync: bool) -> Result<(), AuditError> {
         self.repair()?;
-        let start = self
+        let mut start = self
             .target
             .len()
             .map_err(|e| self.failed("stat", &e, None))?;
+        if self
+            .rotate_bytes
+            .is_some_and(|max| start > 0 && start + buf.len() as u64 > max)
+        {
+            self.rotate()?;
+            start = 0;
+        }
         self.target
             .append(buf)
             .map_err(|e| self.failed("write", &e, Some(start)))?;
-        if self.fsync != FsyncPolicy::Never {
+        if self.fsync == FsyncPolicy::Never {
+            return Ok(());
+        }
+        if sync {
             self.sync()
                 .map_err(|e| self.failed("fsync", &e, Some(start)))?;
+        } else {
+            self.dirty = true;
         }
+        Ok(())
+    }
+
+    /// Renames the full file to `<path>.<last seq>` and starts a new one; the
+    /// next record links to the last hash of the rotated file.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.sync().map_err(|e| self.failed("fsync", &e, None))?;
+        let rotated = match rotate::rename_live(&self.path, self.head.seq) {
+            Ok(p) => p,
+            Err(e) => {
+                // The current file stays usable: keep writing to it.
+                tracing::error!(error = %e, "audit log rotation failed; continuing in the current file");
+                return Ok(());
+            }
+        };
+        self.target
+            .reopen()
+            .map_err(|e| self.failed("open after rotation", &e, None))?;
+        match recover::lock_path(&self.path) {
+            Ok(lock) => self.lock = lock,
+            Err(e) => tracing::error!(error = %e, "audit log: cannot lock the new file"),
+        }
+        if let Err(e) = rotate::sync_dir(&self.path) {
+            tracing::warn!(error = %e, "audit log: cannot fsync the directory after rotation");
+        }
+        tracing::info!(rotated = %rotated.display(), seq = self.head.seq, "audit log rotated");
         Ok(())
     }
 
@@ -357,6 +612,10 @@ impl Writer {
     fn failed(&mut self, what: &str, e: &std::io::Error, start: Option<u64>) -> AuditError {
         self.shared.healthy.store(false, Ordering::SeqCst);
         self.reopen = true;
+        self.outage.get_or_insert_with(|| Outage {
+            since: crate::time::format_rfc3339(crate::time::now_millis()),
+            unwritten: 0,
+        });
         if let Some(start) = start {
             if let Err(te) = self.target.truncate(start) {
                 tracing::error!(error = %te, "audit log: cannot cut back a failed write; will retry");
@@ -406,7 +665,9 @@ impl Writer {
 
     fn sync(&mut self) -> std::io::Result<()> {
         self.shared.syncs.fetch_add(1, Ordering::SeqCst);
-        self.target.sync()
+        self.target.sync()?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
@@ -417,6 +678,19 @@ fn drain(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Msg>) {
             Ok(msg) => batch.push(msg),
             Err(_) => break,
         }
+    }
+}
+
+/// Sends a tick every `TICK` until the sink is gone (the weak handle does not
+/// keep the writer alive).
+fn tick(weak: &mpsc::WeakSender<Msg>) {
+    loop {
+        std::thread::sleep(TICK);
+        let Some(tx) = weak.upgrade() else {
+            return;
+        };
+        // A full queue wakes the writer anyway.
+        let _ = tx.try_send(Msg::Tick);
     }
 }
 

@@ -201,10 +201,20 @@ pub struct MintArgs {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain of one or more audit files (given oldest first).
+    /// Verify the hash chain of one or more audit files (given oldest first:
+    /// rotated files, then the live file) and, with --public-key, every checkpoint signature.
     Verify {
+        /// Ed25519 public key of the checkpoints (PEM or raw base64; `audit keygen` writes it).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Generate an Ed25519 checkpoint signing key: DIR/audit-signing.pem (private, 0600)
+    /// and DIR/audit-signing.pub.pem (public, for `audit verify --public-key`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -220,7 +230,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Explain(a) => explain::run(&a),
         Command::Token(TokenCommand::Mint(a)) => token::mint(&a),
         Command::Token(TokenCommand::Keygen { alg, kid, out }) => token::keygen(&alg, &kid, &out),
-        Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+        Command::Audit(AuditCommand::Verify { files, public_key }) => {
+            audit_verify(&files, public_key.as_deref())
+        }
+        Command::Audit(AuditCommand::Keygen { out }) => audit_keygen(&out),
         Command::Inject(a) => inject::run(&a),
         Command::Certs(CertsCommand::Dev { dir, days, force }) => certs::dev(&dir, days, force),
         Command::Consent(c) => consent::run(c),
@@ -332,15 +345,32 @@ fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn audit_verify(files: &[PathBuf]) -> ExitCode {
-    match crate::audit::verify::verify_files(files) {
+fn audit_verify(files: &[PathBuf], public_key: Option<&Path>) -> ExitCode {
+    let key = match public_key.map(crate::audit::sign::PublicKey::load) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => return fail(format!("audit verify: {e}")),
+    };
+    match crate::audit::verify::verify_files_with(files, key.as_ref()) {
         Ok(report) => {
-            println!(
-                "ok: {} records in {} file(s), chain intact",
-                report.records, report.files
-            );
+            println!("{}", crate::audit::verify::render(&report, key.as_ref()));
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("audit verify failed: {e}")),
+    }
+}
+
+fn audit_keygen(out: &Path) -> ExitCode {
+    match crate::audit::sign::keygen(out) {
+        Ok(g) => {
+            println!(
+                "wrote {} (private, keep it secret; set audit.checkpoint.key_file)\nwrote {} (public, for `audit verify --public-key`)\nkey id {}",
+                g.private.display(),
+                g.public.display(),
+                g.key_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Audit durability cost: throughput and latency through purposegate with
+# audit fsync=always, batch and never, at 1 and 64 connections, on loopback.
+# Prints a markdown table and the batch/never throughput ratio (target at 64
+# connections: >= 0.90). Not a test: figures depend on the machine and disk.
+# Bounded in time; stops only what it started.
+#
+#   bench/audit_fsync.sh [SECONDS_PER_RUN] [BATCH_WINDOW_US]   (defaults 3, 0)
+#   PIN=0 bench/audit_fsync.sh   # no CPU pinning (when other jobs pin to the same CPUs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-3}
+WINDOW_US=${2:-0}
+PIN=${PIN:-1}
+on_cpu() { if [ "$PIN" = 1 ]; then taskset -c "$@"; else shift; "$@"; fi; }
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "needs wrk (Debian package wrk)"; exit 1; }; }
+
+cargo build --release --locked --quiet --bin purposegate --example bench_upstream
+BIN=target/release/purposegate
+# The audit logs go beside the crate (a real disk), not to a tmpfs /tmp where fsync is free.
+WORK=$(mktemp -d "$PWD/target/audit-bench.XXXXXX")
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port)
+on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null 2>&1 & PIDS+=($!)
+
+"$BIN" token keygen --alg RS256 --kid bench-1 --out "$WORK/keys" >/dev/null
+mkdir -p "$WORK/policies"
+cp policies/*.yaml "$WORK/policies/" && rm -f "$WORK/policies/consent.yaml"
+cp policies/consent.yaml "$WORK/consent.yaml"
+TOKEN=$("$BIN" token mint --alg RS256 --kid bench-1 --key "$WORK/keys/bench-1.pem" \
+  --role support --purpose support --ticket-id T-1 --subject u1 --ttl 3000 --sub employee-42)
+
+declare -A PORT
+start_proxy() { # $1 = fsync policy; sets PORT[$1] (no command substitution: the
+  # background proxy would hold its pipe open, and PIDS would not reach cleanup)
+  local port admin
+  port=$(free_port); admin=$(free_port)
+  cat > "$WORK/config-$1.yaml" <<YAML
+listen: "127.0.0.1:$port"
+admin_listen: "127.0.0.1:$admin"
+jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"}
+policy_dir: "policies"
+consent_file: "consent.yaml"
+upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
+audit: {path: "audit-$1/audit.jsonl", fsync: "$1", batch_window_us: $WINDOW_US}
+YAML
+  RUST_LOG=warn on_cpu 1 "$BIN" serve --config "$WORK/config-$1.yaml" >/dev/null 2>"$WORK/proxy-$1.log" & PIDS+=($!)
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  PORT[$1]=$port
+}
+for f in always batch never; do start_proxy "$f"; done
+
+cat > "$WORK/auth.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+PATH_="/v1/users/u1/conversations/c1"
+for f in always batch never; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$f]}$PATH_")" = 200 ] \
+    || { echo "proxy (fsync=$f) did not allow the bench token"; exit 1; }
+done
+
+run() { # $1 port, $2 conns → "rps p50_ms p99_ms non2xx"
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  on_cpu 0 wrk -t"$threads" -c"$2" -d"${DUR}s" --latency -s "$WORK/auth.lua" "http://127.0.0.1:$1$PATH_" > "$WORK/wrk.out"
+  python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v, u): return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p = dict((k, ms(v, u)) for k, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", t))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {p['50']:.3f} {p['99']:.3f} {non2xx.group(1) if non2xx else 0}")
+PY
+}
+
+declare -A RPS
+echo "| fsync | conns | req/s | p50 ms | p99 ms | non-2xx |"
+echo "|---|---:|---:|---:|---:|---:|"
+for c in 1 64; do
+  for f in always batch never; do
+    read -r rps p50 p99 n <<<"$(run "${PORT[$f]}" "$c")"
+    RPS[$f-$c]=$rps
+    echo "| $f | $c | $rps | $p50 | $p99 | $n |"
+  done
+done
+echo
+for c in 1 64; do
+  echo "batch/never at $c conn(s): $(python3 -c "print(f'{${RPS[batch-$c]}/${RPS[never-$c]}:.2f}')")  (always/never: $(python3 -c "print(f'{${RPS[always-$c]}/${RPS[never-$c]}:.2f}')"))"
+done
+for f in always batch never; do
+  "$BIN" audit verify "$WORK/audit-$f/audit.jsonl" | sed -n "1s/^/fsync=$f log: /p"
+done
+echo
+echo "machine: $(nproc) cores, $(uname -m); audit dir on $(df -T "$WORK" | awk 'NR==2{print $2}'); $([ "$PIN" = 1 ] && echo "load generator on CPU 0, upstream and proxy on CPU 1" || echo "no CPU pinning"); load average $(cut -d" " -f1 /proc/loadavg) at the end; ${DUR}s per run; batch_window_us=$WINDOW_US; $(date -u +%Y-%m-%d)"
