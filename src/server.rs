@@ -239,7 +239,7 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Rece
 /// symlink swaps) or on SIGHUP. File reads happen on the blocking pool.
 async fn watch_for_reload(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut hup = hangup_signal();
-    let mut last = fingerprint(&app.watched_files());
+    let mut last = app.loaded_fingerprint.clone();
     let mut tick = tokio::time::interval(app.config.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -33,6 +33,9 @@ pub struct App {
     pub registry: Registry,
     /// False once shutdown has begun (readiness goes down first).
     pub accepting: AtomicBool,
+    /// The watched files as they were just before the first load, so that a
+    /// change made while starting is still noticed by the reload watcher.
+    pub loaded_fingerprint: Fingerprint,
 }
 
 /// Why the proxy could not start.
@@ -68,6 +71,7 @@ pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData),
 impl App {
     /// Loads everything the config names; any error stops the start.
     pub fn new(config: Config) -> Result<App, StartError> {
+        let loaded_fingerprint = fingerprint(&watched_files(&config));
         let (policy, consent) = load_policy_and_consent(&config)?;
         let verifier = Verifier::new(&config.jwt, &config.claims)?;
         let (metrics, mut registry) = Metrics::new();
@@ -96,6 +100,7 @@ impl App {
             metrics,
             registry,
             accepting: AtomicBool::new(true),
+            loaded_fingerprint,
             config,
         })
     }
@@ -146,20 +151,25 @@ impl App {
 
     /// The files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.config.consent_file.clone()];
-        files.extend(self.config.jwt.jwks_file.clone());
-        files.extend(self.config.jwt.hs256_secret_file.clone());
-        if let Ok(entries) = std::fs::read_dir(&self.config.policy_dir) {
-            files.extend(
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| is_yaml(p)),
-            );
-        }
-        files.sort();
-        files
+        watched_files(&self.config)
     }
+}
+
+/// The files of a config whose change triggers a reload.
+fn watched_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.consent_file.clone()];
+    files.extend(config.jwt.jwks_file.clone());
+    files.extend(config.jwt.hs256_secret_file.clone());
+    if let Ok(entries) = std::fs::read_dir(&config.policy_dir) {
+        files.extend(
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| is_yaml(p)),
+        );
+    }
+    files.sort();
+    files
 }
 
 fn is_yaml(p: &Path) -> bool {
@@ -169,7 +179,10 @@ fn is_yaml(p: &Path) -> bool {
 /// A cheap fingerprint of a set of files (path, size, mtime), compared by the
 /// watcher to notice edits, additions and removals (including Kubernetes'
 /// ConfigMap symlink swaps, since metadata follows the link).
-pub fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// A cheap fingerprint of a set of files (see `Fingerprint`).
+pub fn fingerprint(files: &[PathBuf]) -> Fingerprint {
     files
         .iter()
         .map(|f| {

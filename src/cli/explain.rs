@@ -9,7 +9,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use super::{fail, ExplainArgs};
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::consent::file::FileConsent;
+use std::sync::Arc;
+
+use crate::consent::file::{ConsentData, FileConsent};
+use crate::consent::postgres::PgConsent;
+use crate::consent::ConsentStore;
+use crate::metrics::Metrics;
 use crate::policy::decide::has_method_override;
 use crate::policy::{
     decide_post, decide_pre, AuthState, Check, Lookup, Outcome, RequestFacts, ResponseMeta,
@@ -48,12 +53,32 @@ fn header_map(pairs: &[String], flag: &str) -> Result<HeaderMap, String> {
 }
 
 /// Computes the explanation text and whether the request would be allowed.
+/// Consent is looked up in the configured registry (the file, or PostgreSQL),
+/// so the answer is the one `serve` would give now.
 pub fn explain(args: &ExplainArgs) -> Result<(String, bool), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(explain_with_registry(args))
+}
+
+/// The configured consent registry, as `serve` builds it.
+fn consent_store(config: &Config, data: ConsentData) -> Result<Arc<dyn ConsentStore>, String> {
+    match &config.consent_db {
+        Some(db) => PgConsent::start(db, Metrics::new().0)
+            .map(|pg| Arc::new(pg) as Arc<dyn ConsentStore>)
+            .map_err(|e| e.to_string()),
+        None => Ok(Arc::new(FileConsent::new(data))),
+    }
+}
+
+async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), String> {
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
     let (policy, consent) =
         crate::state::load_policy_and_consent(&config).map_err(|e| e.to_string())?;
     let verifier = Verifier::new(&config.jwt, &config.claims).map_err(|e| e.to_string())?;
-    let consent = FileConsent::new(consent);
+    let consent = consent_store(&config, consent)?;
     let now = match &args.now {
         Some(t) => parse_rfc3339(t).ok_or_else(|| format!("--now `{t}` is not RFC 3339"))?,
         None => now_millis(),
@@ -88,33 +113,42 @@ pub fn explain(args: &ExplainArgs) -> Result<(String, bool), String> {
         path,
         has_method_override(&request_headers),
     );
-    let user = facts
-        .route
-        .map(|r| consent.user_now(r.owner))
-        .unwrap_or_default();
+    let user = match facts.route {
+        Some(r) => consent.user(r.owner).await.ok(),
+        None => Some(Arc::default()),
+    };
+    let user_lookup = match &user {
+        Some(u) => Lookup::Known(u.as_ref()),
+        None => Lookup::Unavailable,
+    };
     let mut trace: Vec<Check> = Vec::new();
-    let mut outcome = decide_pre(&policy, &facts, auth, Lookup::Known(&user), now, &mut trace);
+    let mut outcome = decide_pre(&policy, &facts, auth, user_lookup, now, &mut trace);
     let mut post_ran = false;
-    if let (Outcome::Allow, AuthState::Valid(claims), Some(route)) = (outcome, auth, facts.route) {
+    if let (Outcome::Allow, AuthState::Valid(claims), Some(route), Some(user)) =
+        (outcome, auth, facts.route, &user)
+    {
         if !args.meta.is_empty() {
             post_ran = true;
-            let text = |n: &str| meta_headers.get(n).and_then(|v| v.to_str().ok());
-            let meta = ResponseMeta {
-                status: text("status").and_then(|s| s.parse().ok()).unwrap_or(200),
-                owner: text("x-content-owner"),
-                created_at: text("x-content-created-at"),
-                source: text("x-content-source"),
-                org: text("x-content-org"),
-                deidentified: text("x-content-deidentified"),
+            let status = meta_headers
+                .get("status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let meta = ResponseMeta::from_headers(status, &meta_headers);
+            let org = match meta.org {
+                Some(o) => Some(consent.org(o).await.ok()),
+                None => None,
             };
-            let org = meta.org.map(|o| consent.org_now(o));
-            let org_lookup = org.as_deref().map(Lookup::Known);
+            let org_lookup = org.as_ref().map(|o| match o {
+                Some(o) => Lookup::Known(o.as_ref()),
+                None => Lookup::Unavailable,
+            });
             outcome = decide_post(
                 &policy,
                 claims,
                 route.owner,
                 &meta,
-                &user,
+                user,
                 org_lookup,
                 now,
                 &mut trace,

@@ -20,9 +20,11 @@ pub struct ConsentData {
     pub orgs: HashMap<String, Arc<OrgConsent>>,
 }
 
+/// The CONTRACT §5 YAML shape, before validation. Public so that other
+/// documents embedding a registry (decision test cases) parse it identically.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
+pub struct RawConsent {
     #[serde(default)]
     users: BTreeMap<String, RawUser>,
     #[serde(default)]
@@ -31,7 +33,7 @@ struct RawFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUser {
+pub struct RawUser {
     #[serde(default)]
     training_opt_outs: Vec<RawPeriod>,
     #[serde(default)]
@@ -40,14 +42,14 @@ struct RawUser {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOrg {
+pub struct RawOrg {
     #[serde(default)]
     api_training_opt_ins: Vec<RawPeriod>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPeriod {
+pub struct RawPeriod {
     from: Spanned<String>,
     #[serde(default)]
     until: Option<Spanned<String>>,
@@ -65,7 +67,12 @@ impl ConsentData {
         if text.trim().is_empty() {
             return Ok(ConsentData::default());
         }
-        let raw: RawFile = parse_yaml(file, text)?;
+        let raw: RawConsent = parse_yaml(file, text)?;
+        Self::compile(file, raw)
+    }
+
+    /// Validates a parsed registry; errors point at `file:line`.
+    pub fn compile(file: &Path, raw: RawConsent) -> Result<ConsentData, ConfigError> {
         let mut data = ConsentData::default();
         for (id, u) in raw.users {
             let opt_outs = periods(file, &u.training_opt_outs)?;

@@ -17,8 +17,7 @@ use super::reason::Reason;
 use super::testcases::{Case, MetaSpec, TokenSpec, Unavailable};
 use crate::auth::Claims;
 use crate::config::{line_of, ConfigError};
-use crate::consent::file::ConsentData;
-use crate::consent::{OrgConsent, Period, UserConsent};
+use crate::consent::file::{ConsentData, RawConsent};
 use crate::time::{parse_rfc3339, Millis};
 
 /// The clock of cases that name none: documented in `policies/README.md`.
@@ -77,40 +76,6 @@ struct RawResponse {
     org: Option<String>,
     #[serde(default, rename = "x-content-deidentified")]
     deidentified: Option<String>,
-}
-
-/// CONTRACT §5, inline (the consent module's raw types are private to it).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConsent {
-    #[serde(default)]
-    users: BTreeMap<String, RawUser>,
-    #[serde(default)]
-    orgs: BTreeMap<String, RawOrg>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    #[serde(default)]
-    training_opt_outs: Vec<RawPeriod>,
-    #[serde(default)]
-    deletion_requested_at: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOrg {
-    #[serde(default)]
-    api_training_opt_ins: Vec<RawPeriod>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPeriod {
-    from: Spanned<String>,
-    #[serde(default)]
-    until: Option<Spanned<String>>,
 }
 
 /// `missing`, `invalid`, or a mapping of claims.
@@ -248,7 +213,7 @@ pub(super) fn suite_cases(file: &Path, suite: RawSuite) -> Result<Vec<Case>, Con
     };
     let consent = suite
         .consent
-        .map(|c| consent_data(file, c).map(Arc::new))
+        .map(|c| ConsentData::compile(file, c).map(Arc::new))
         .transpose()?;
     let defaults = SuiteDefaults { now, consent };
     suite
@@ -265,7 +230,7 @@ fn case(file: &Path, d: &SuiteDefaults, raw: Spanned<RawCase>) -> Result<Case, C
     let now = now.unwrap_or(d.now);
     let (method, path, method_override) = request(file, line, &c.request)?;
     let consent = match c.consent {
-        Some(raw) => Some(Arc::new(consent_data(file, raw)?)),
+        Some(raw) => Some(Arc::new(ConsentData::compile(file, raw)?)),
         None => d.consent.clone(),
     };
     Ok(Case {
@@ -417,42 +382,4 @@ fn timestamp(file: &Path, v: &Spanned<String>) -> Result<Millis, ConfigError> {
             ),
         )
     })
-}
-
-fn consent_data(file: &Path, raw: RawConsent) -> Result<ConsentData, ConfigError> {
-    let mut data = ConsentData::default();
-    for (id, u) in raw.users {
-        let deletion = u
-            .deletion_requested_at
-            .as_ref()
-            .map(|d| timestamp(file, d))
-            .transpose()?;
-        let user = UserConsent {
-            training_opt_outs: periods(file, &u.training_opt_outs)?,
-            deletion_requested_at: deletion,
-        };
-        data.users.insert(id, Arc::new(user));
-    }
-    for (id, o) in raw.orgs {
-        let org = OrgConsent {
-            api_training_opt_ins: periods(file, &o.api_training_opt_ins)?,
-        };
-        data.orgs.insert(id, Arc::new(org));
-    }
-    Ok(data)
-}
-
-fn periods(file: &Path, raw: &[RawPeriod]) -> Result<Vec<Period>, ConfigError> {
-    raw.iter()
-        .map(|p| {
-            let from = timestamp(file, &p.from)?;
-            let until = p.until.as_ref().map(|u| timestamp(file, u)).transpose()?;
-            match (&p.until, until) {
-                (Some(at), Some(u)) if u <= from => {
-                    Err(ConfigError::at(file, at, "until must be later than from"))
-                }
-                _ => Ok(Period { from, until }),
-            }
-        })
-        .collect()
 }

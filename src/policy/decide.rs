@@ -160,6 +160,22 @@ pub struct ResponseMeta<'a> {
     pub deidentified: Option<&'a str>,
 }
 
+impl<'a> ResponseMeta<'a> {
+    /// Reads the CONTRACT §4 headers (a header that is not visible ASCII
+    /// counts as absent, which the training rules treat as missing).
+    pub fn from_headers(status: u16, h: &'a http::HeaderMap) -> Self {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        ResponseMeta {
+            status,
+            owner: text("x-content-owner"),
+            created_at: text("x-content-created-at"),
+            source: text("x-content-source"),
+            org: text("x-content-org"),
+            deidentified: text("x-content-deidentified"),
+        }
+    }
+}
+
 /// Rules 1-11, before the upstream is contacted.
 pub fn decide_pre(
     policy: &Policy,

@@ -276,16 +276,7 @@ async fn check_response(
     resp: &Response<Incoming>,
     now: i64,
 ) -> Result<(), Reason> {
-    let h = resp.headers();
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-    let meta = ResponseMeta {
-        status: resp.status().as_u16(),
-        owner: text("x-content-owner"),
-        created_at: text("x-content-created-at"),
-        source: text("x-content-source"),
-        org: text("x-content-org"),
-        deidentified: text("x-content-deidentified"),
-    };
+    let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers());
     let org = match meta.org {
         Some(org) if resp.status().is_success() => Some(app.consent.org(org).await),
         _ => None,
