@@ -18,5 +18,4 @@ pub mod server;
 pub mod state;
 pub mod time;
 pub mod tls;
-pub mod tls_client;
 pub mod upstream;

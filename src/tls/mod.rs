@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod dev;
+pub mod https_client;
 pub mod pem;
 pub mod server;
 pub mod x509;

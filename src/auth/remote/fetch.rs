@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::schedule;
 use crate::config::checked_key_url;
-use crate::tls_client::HttpsClient;
+use crate::tls::https_client::HttpsClient;
 
 /// Largest key document accepted (real JWKS are a few KiB).
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::issuer::IssuerKeys;
 use crate::config::{ConfigError, RemoteKeysConfig, RemoteSource};
-use crate::tls_client::{https_client, HttpsClient};
+use crate::tls::https_client::{https_client, HttpsClient};
 use fetch::FetchError;
 pub(crate) use metrics::JwksMetrics;
 

@@ -1,4 +1,5 @@
-//! The outbound HTTPS client used to fetch keys from identity providers:
+//! The outbound HTTPS client used to fetch keys from identity providers
+//! (the upstream stores' TLS client config lives in `tls::client`):
 //! hyper-util's legacy client over a rustls (aws-lc-rs) connector, trusting
 //! the webpki root set plus an optional extra PEM CA bundle (`jwt.ca_file`).
 //! HTTP/1.1 only; plain `http://` is let through the connector because the
@@ -14,7 +15,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::ConfigError;
@@ -59,20 +59,12 @@ pub fn https_client(
         .build(connector))
 }
 
+/// The CA bundle's certificates, read with the same PEM loader as every
+/// other TLS file.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError::new(path, None, format!("cannot read CA bundle: {e}")))?;
-    let certs = iter
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::new(path, None, format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(ConfigError::new(
-            path,
-            None,
-            "no CERTIFICATE found in the CA bundle",
-        ));
-    }
-    Ok(certs)
+    super::pem::read(path)
+        .and_then(|pem| super::pem::certs(path, &pem))
+        .map_err(|e| ConfigError::new(path, None, e.to_string()))
 }
 
 #[cfg(test)]
