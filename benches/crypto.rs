@@ -86,8 +86,14 @@ fn bench_tokens(c: &mut Criterion) {
     let v = verifier(dir.path(), &[&rs, &es]);
     let (rs_tok, es_tok) = (token(&rs), token(&es));
     let t = now();
-    assert!(v.verify_uncached(&rs_tok, t).is_ok(), "RS256 token verifies");
-    assert!(v.verify_uncached(&es_tok, t).is_ok(), "ES256 token verifies");
+    assert!(
+        v.verify_uncached(&rs_tok, t).is_ok(),
+        "RS256 token verifies"
+    );
+    assert!(
+        v.verify_uncached(&es_tok, t).is_ok(),
+        "ES256 token verifies"
+    );
     assert!(v.verify(&rs_tok, t).is_ok(), "cache warm-up");
     let mut g = c.benchmark_group("token");
     g.bench_function("cache_hit_rs256", |b| {

@@ -42,8 +42,17 @@ fn training_claims() -> Claims {
 /// One whole decision as the proxy makes it: route match, rules 1-11, then
 /// rules 12-16 on the response head.
 fn decide_both(policy: &Policy, claims: &Claims, user: &UserConsent, now: Millis) -> Outcome {
+    decide_path(policy, "/v1/users/u1/conversations/c1", claims, user, now)
+}
+
+fn decide_path(
+    policy: &Policy,
+    path: &str,
+    claims: &Claims,
+    user: &UserConsent,
+    now: Millis,
+) -> Outcome {
     let method = Method::GET;
-    let path = "/v1/users/u1/conversations/c1";
     let facts = RequestFacts::new(policy, &method, path, false);
     let pre = decide_pre(
         policy,
@@ -132,5 +141,29 @@ fn bench_routes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decide, bench_routes);
+/// The whole decision (as `decide/allow_training_pre_post`) with the default
+/// policy's routes replaced by `n` routes: the target is a flat cost.
+fn bench_decide_routes(c: &mut Criterion) {
+    let now = millis("2026-11-29T12:00:00Z");
+    let user = UserConsent::default();
+    let claims = training_claims();
+    let mut g = c.benchmark_group("decide_at_routes");
+    for n in [10usize, 1_000, 10_000] {
+        let policy = Policy {
+            routes: routes(n),
+            ..default_policy()
+        };
+        let path = format!("/v1/users/u1/coll{}/c1", (n / 2) / 3 * 3);
+        assert_eq!(
+            decide_path(&policy, &path, &claims, &user, now),
+            Outcome::Allow
+        );
+        g.bench_with_input(BenchmarkId::new("allow_training", n), &path, |b, p| {
+            b.iter(|| decide_path(black_box(&policy), black_box(p), &claims, &user, now))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_routes, bench_decide_routes);
 criterion_main!(benches);

@@ -59,7 +59,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("minting thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("minting thread panicked".into()))
+            })
             .collect()
     });
     let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
