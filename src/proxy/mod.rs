@@ -50,7 +50,7 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = request_id::next();
     let policy = app.policy.load_full();
-    let mut event = base_event(&req, &request_id, client);
+    let mut event = base_event(&req, request_id, client);
     let result = pipeline(&app, &policy, req, client, &mut event, started).await;
     let resp = match result {
         Ok(resp) => resp,
@@ -63,9 +63,9 @@ pub async fn handle(
 }
 
 /// The fields of the audit record known from the request head alone.
-fn base_event(req: &Request<Incoming>, request_id: &str, client: SocketAddr) -> AuditEvent {
+fn base_event(req: &Request<Incoming>, request_id: String, client: SocketAddr) -> AuditEvent {
     AuditEvent {
-        request_id: request_id.to_string(),
+        request_id,
         event: EventKind::Decision,
         method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
@@ -223,8 +223,11 @@ async fn lookup_user(
     facts: &RequestFacts<'_, '_>,
     auth: &AuthState<'_>,
 ) -> Option<Arc<UserConsent>> {
+    // Not needed: an earlier rule decides. The default record is shared.
+    static NOT_LOOKED_UP: std::sync::LazyLock<Arc<UserConsent>> =
+        std::sync::LazyLock::new(Arc::default);
     let (Some(route), AuthState::Valid(_)) = (&facts.route, auth) else {
-        return Some(Arc::new(UserConsent::default()));
+        return Some(NOT_LOOKED_UP.clone());
     };
     match app.consent.user(route.owner).await {
         Ok(u) => Some(u),
@@ -321,6 +324,8 @@ async fn allow(
     if let Ok(v) = http::HeaderValue::from_str(&event.request_id) {
         parts.headers.insert(headers::X_REQUEST_ID, v);
     }
-    let body = AuditedBody::new(body, app.audit.clone(), event.clone(), started);
+    // The decision is recorded and nothing below can fail, so the record
+    // moves into the body, which completes it; no second copy is made.
+    let body = AuditedBody::new(body, app.audit.clone(), std::mem::take(event), started);
     Ok(Response::from_parts(parts, Either::Right(body)))
 }
