@@ -541,6 +541,48 @@ async fn migrate_import_and_policy_check_commands() {
         .get(0);
     assert_eq!(versions, 2);
 
+    // explain answers from the database, like serve: a deletion that exists
+    // only there (not in the consent file beside the config) is enforced.
+    c.execute(
+        "INSERT INTO consent_deletion_requests (user_id, requested_at) VALUES ('u7', '2026-01-01T00:00:00Z')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let support = common::mint_with(&key, &Tok::support("u7"));
+    let (ok, text) = run(&[
+        "explain",
+        "--config",
+        cfg,
+        "--token",
+        &support,
+        "GET",
+        "/v1/users/u7/files/f1",
+    ]);
+    assert!(
+        !ok && text.contains("reason: account_deleted (403)"),
+        "{text}"
+    );
+    let training = common::mint_with(&key, &Tok::training());
+    let (ok, text) = run(&[
+        "explain",
+        "--config",
+        cfg,
+        "--token",
+        &training,
+        "GET",
+        "/v1/users/u2/conversations/c1",
+        "--meta",
+        "x-content-owner:u2",
+        "--meta",
+        "x-content-created-at:2026-04-01T00:00:00Z",
+        "--meta",
+        "x-content-source:consumer",
+        "--meta",
+        "x-content-deidentified:true",
+    ]);
+    assert!(!ok && text.contains("reason: opted_out (403)"), "{text}");
+
     // A bad consent file is refused with its line, and nothing is written.
     std::fs::write(
         dir.path().join("bad.yaml"),
