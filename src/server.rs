@@ -72,7 +72,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         app.config.reload_interval,
         stopped.clone(),
     )));
-    tasks.push(tokio::spawn(watch_for_reload(app.clone(), stopped)));
+    // The SIGHUP handler is installed before the listening line is logged, so
+    // a reload signal sent once the proxy says it listens never kills it.
+    let hup = hangup_signal();
+    tasks.push(tokio::spawn(watch_for_reload(app.clone(), hup, stopped)));
     tracing::info!(%addr, %admin_addr, "purposegate listening");
     Ok(Running {
         addr,
@@ -237,8 +240,7 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Rece
 
 /// Reloads when a watched file changes (polled, so it also sees ConfigMap
 /// symlink swaps) or on SIGHUP. File reads happen on the blocking pool.
-async fn watch_for_reload(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let mut hup = hangup_signal();
+async fn watch_for_reload(app: Arc<App>, mut hup: Hangup, mut stop: watch::Receiver<bool>) {
     let mut last = app.loaded_fingerprint.clone();
     let mut tick = tokio::time::interval(app.config.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

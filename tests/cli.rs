@@ -427,3 +427,43 @@ fn demo_walks_through_every_purpose_and_several_denials() {
         .arg(dir.path().join("audit/audit.jsonl")));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_consent_without_waiting_for_the_poll() {
+    let up = Upstream::start().await;
+    let (dir, key, config) = setup(up.addr);
+    // Polling effectively off: only SIGHUP can make the change visible.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("reload_interval_ms: 100", "reload_interval_ms: 600000"),
+    )
+    .unwrap();
+    let served = serve(&config, None);
+    let token = common::mint_with(&key, &Tok::support("u1"));
+    let path = "/v1/users/u1/conversations/c1";
+    let get = || common::send(served.addr, http::Method::GET, path, Some(&token), &[]);
+    assert_eq!(get().await.status, 200);
+    let consent = dir.path().join("consent.yaml");
+    let with_u1 = common::CONSENT.replace(
+        "users:\n",
+        "users:\n  u1:\n    deletion_requested_at: \"2026-01-01T00:00:00Z\"\n",
+    );
+    std::fs::write(&consent, with_u1).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get().await.status, 200, "no reload before the signal");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(served.child.id() as libc::pid_t, libc::SIGHUP) };
+    let started = Instant::now();
+    loop {
+        let resp = get().await;
+        if resp.reason().as_deref() == Some("account_deleted") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "SIGHUP did not reload within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
