@@ -6,14 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::process::serve;
 use common::{Tok, Upstream};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
@@ -58,78 +59,6 @@ fn setup(
     );
     std::fs::write(&config, patched).unwrap();
     (dir, key, config)
-}
-
-/// A `serve` process and the addresses it printed.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Served {
-    /// SIGTERM and wait: the graceful path (drain, flush, final checkpoint).
-    fn stop(mut self) {
-        // SAFETY: kill(2) on the pid of our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve`; `fsize_limit` caps file sizes (a full disk), `stdout`
-/// pipes the process's stdout for the mirror test.
-fn serve(config: &Path, fsize_limit: Option<u64>, stdout: bool) -> Served {
-    let mut cmd = bin();
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .stdout(if stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped());
-    if let Some(limit) = fsize_limit {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let rl = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                libc::setrlimit(libc::RLIMIT_FSIZE, &rl);
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            let f = &v["fields"];
-            if let (Some(a), Some(b)) = (f["addr"].as_str(), f["admin_addr"].as_str()) {
-                let _ = tx.send((a.parse().unwrap(), b.parse().unwrap()));
-            }
-        }
-    });
-    let (addr, admin) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve printed its addresses");
-    Served { child, addr, admin }
 }
 
 /// One GET; `None` if the connection failed. Returns status and request id

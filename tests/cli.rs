@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::Served;
 use common::{Reply, Tok, Upstream};
 
 fn bin() -> Command {
@@ -224,57 +224,8 @@ fn audit_verify_passes_a_good_log_and_names_the_first_bad_line() {
     assert_eq!(code, 1, "{err}");
 }
 
-/// A `serve` process and the addresses it printed.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(config: &Path, fsize_limit: Option<u64>) -> Served {
-    let mut cmd = bin();
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    if let Some(limit) = fsize_limit {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let rl = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                libc::setrlimit(libc::RLIMIT_FSIZE, &rl);
-                // Writes past the limit fail with EFBIG instead of killing the process.
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(addr) = v["fields"]["addr"].as_str() {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve printed its address");
-    Served { child, addr }
+    common::process::serve(config, fsize_limit, false)
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

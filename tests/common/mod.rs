@@ -3,6 +3,8 @@
 //! default policy, the real proxy started in-process, and a small client.
 #![allow(dead_code)]
 
+pub mod process;
+
 pub mod pg;
 
 use std::collections::HashMap;
