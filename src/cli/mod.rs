@@ -99,7 +99,8 @@ pub struct DemoArgs {
 pub enum PolicyCommand {
     /// Validate the config, the policy files and the consent file; errors as `file:line: message`.
     Check {
-        #[arg(long, env = "PURPOSEGATE_CONFIG")]
+        /// The config file (default: $PURPOSEGATE_CONFIG, else ./purposegate.yaml).
+        #[arg(long, env = "PURPOSEGATE_CONFIG", default_value = "purposegate.yaml")]
         config: PathBuf,
     },
     /// Run decision test cases (YAML) against the policy; prints `N passed, N failed`.
