@@ -9,30 +9,25 @@
 #   PIN=0 bench/audit_fsync.sh   # no CPU pinning (when other jobs pin to the same CPUs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 DUR=${1:-3}
 WINDOW_US=${2:-0}
 PIN=${PIN:-1}
 on_cpu() { if [ "$PIN" = 1 ]; then taskset -c "$@"; else shift; "$@"; fi; }
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "needs wrk (Debian package wrk)"; exit 1; }; }
+need_wrk
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream
 BIN=target/release/purposegate
 # The audit logs go beside the crate (a real disk), not to a tmpfs /tmp where fsync is free.
 WORK=$(mktemp -d "$PWD/target/audit-bench.XXXXXX")
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port)
 on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null 2>&1 & PIDS+=($!)
 
-"$BIN" token keygen --alg RS256 --kid bench-1 --out "$WORK/keys" >/dev/null
-mkdir -p "$WORK/policies"
-cp policies/*.yaml "$WORK/policies/" && rm -f "$WORK/policies/consent.yaml"
-cp policies/consent.yaml "$WORK/consent.yaml"
-TOKEN=$("$BIN" token mint --alg RS256 --kid bench-1 --key "$WORK/keys/bench-1.pem" \
-  --role support --purpose support --ticket-id T-1 --subject u1 --ttl 3000 --sub employee-42)
+bench_dev_token
 
 declare -A PORT
 start_proxy() { # $1 = fsync policy; sets PORT[$1] (no command substitution: the
@@ -66,15 +61,7 @@ done
 run() { # $1 port, $2 conns → "rps p50_ms p99_ms non2xx"
   local threads=$(( $2 < 2 ? 1 : 2 ))
   on_cpu 0 wrk -t"$threads" -c"$2" -d"${DUR}s" --latency -s "$WORK/auth.lua" "http://127.0.0.1:$1$PATH_" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(v, u): return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p = dict((k, ms(v, u)) for k, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", t))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p['50']:.3f} {p['99']:.3f} {non2xx.group(1) if non2xx else 0}")
-PY
+  wrk_summary "$WORK/wrk.out"
 }
 
 declare -A RPS

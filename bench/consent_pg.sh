@@ -13,25 +13,25 @@
 #   bench/consent_pg.sh [USERS] [SECONDS_PER_RUN]     (defaults 10000000 and 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 USERS=${1:-10000000}
 DUR=${2:-5}
 PGHOST=127.0.0.1 PGPORT=5432 PGUSER=${PGUSER:-postgres}
 export PGHOST PGPORT PGUSER
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "needs wrk (Debian package wrk)"; exit 1; }; }
+need_wrk
 pg_isready -q || { echo "PostgreSQL is not answering on $PGHOST:$PGPORT"; exit 1; }
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream --example consent_pg_lookup
 BIN=target/release/purposegate
 DB="pg_bench_$$"
 WORK=$(mktemp -d)
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  stop_started
   psql -qd postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- 1. load -------------------------------------------------------------
 psql -qd postgres -c "CREATE DATABASE $DB" >/dev/null
@@ -125,15 +125,7 @@ LUA
 run() { # $1 port, $2 script, $3 conns → "rps p50_ms p99_ms non2xx"
   local threads=$(( $3 < 2 ? 1 : 2 ))
   taskset -c 0 wrk -t"$threads" -c"$3" -d"${DUR}s" --latency -s "$WORK/$2" "http://127.0.0.1:$1" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(v, u): return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p = dict((k, ms(v, u)) for k, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", t))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p['50']:.3f} {p['99']:.3f} {non2xx.group(1) if non2xx else 0}")
-PY
+  wrk_summary "$WORK/wrk.out"
 }
 echo "| consent backend | requests | conns | req/s | p50 ms | p99 ms | non-2xx |"
 echo "|---|---|---:|---:|---:|---:|---:|"

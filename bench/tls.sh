@@ -8,27 +8,22 @@
 #   bench/tls.sh [SECONDS_PER_RUN]     (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 DUR=${1:-5}
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || { echo "needs wrk (Debian package wrk)"; exit 1; }; }
+need_wrk
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream
 BIN=target/release/purposegate
 WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port)
 taskset -c 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null & PIDS+=($!)
 
-"$BIN" token keygen --alg RS256 --kid bench-1 --out "$WORK/keys" >/dev/null
+bench_dev_token
 "$BIN" certs dev "$WORK/certs" >/dev/null
-mkdir -p "$WORK/policies"
-cp policies/*.yaml "$WORK/policies/" && rm -f "$WORK/policies/consent.yaml"
-cp policies/consent.yaml "$WORK/consent.yaml"
-TOKEN=$("$BIN" token mint --alg RS256 --kid bench-1 --key "$WORK/keys/bench-1.pem" \
-  --role support --purpose support --ticket-id T-1 --subject u1 --ttl 3000 --sub employee-42)
 
 start_proxy() { # $1 = name, $2 = extra YAML; sets PORT (no subshell: PIDS must keep the pid)
   local port admin
@@ -62,15 +57,7 @@ run() { # $1 url, $2 conns, $3 "close" for a new connection per request → "rps
     true
   } > "$WORK/req.lua"
   taskset -c 0 wrk -t"$threads" -c"$2" -d"${DUR}s" --latency -s "$WORK/req.lua" "$1" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(v, u): return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p = dict((k, ms(v, u)) for k, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", t))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p['50']:.3f} {p['99']:.3f} {non2xx.group(1) if non2xx else 0}")
-PY
+  wrk_summary "$WORK/wrk.out"
 }
 
 echo "| listener | connections | conns | req/s | p50 ms | p99 ms | non-2xx | req/s vs plaintext |"

@@ -103,17 +103,6 @@ fn verify(files: &[PathBuf], key: Option<&Path>) -> (i32, String, String) {
     run(cmd.args(files))
 }
 
-/// Polls `f` every 50 ms for up to 10 s.
-async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
-    for _ in 0..200 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 async fn readyz(admin: SocketAddr) -> u16 {
     try_get(admin, "/readyz", None).await.map_or(0, |r| r.0)
 }
@@ -217,7 +206,11 @@ async fn full_disk_fails_closed_then_recovers_without_a_gap() {
     std::fs::rename(&log, &archived).unwrap();
     let admin = served.admin;
     assert!(
-        eventually(|| async move { readyz(admin).await == 200 }).await,
+        common::within(Duration::from_secs(10), || async move {
+            readyz(admin).await == 200
+        })
+        .await
+        .is_some(),
         "/readyz did not come back"
     );
     let (status, _) = try_get(served.addr, PATH, Some(&token)).await.unwrap();

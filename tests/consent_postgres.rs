@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pg::{within, Forwarder, TestDb};
+use common::pg::{Forwarder, TestDb};
+use common::within;
 use common::{Harness, Opts, Reply, Tok};
 use purposegate::consent::file::ConsentData;
 use purposegate::consent::migrate;

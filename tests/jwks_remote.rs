@@ -272,48 +272,6 @@ impl Proxy {
     }
 }
 
-/// Checks the metrics text with `promtool check metrics` when installed
-/// (CI installs it).
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = spawned else { return };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Polls until `f` holds (bounded: `tries` × 100 ms).
-async fn eventually<F, Fut>(tries: usize, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..tries {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 const URL_KEYS: &str = "jwks_url: \"IDP/jwks\"\n  unknown_kid_refetch_seconds: 30";
 
 fn url_keys(idp: &Idp) -> String {
@@ -349,7 +307,7 @@ async fn rotation_accepts_a_new_kid_within_one_request_and_exports_metrics() {
     ] {
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
-    promtool_accepts(&metrics);
+    common::promtool_check_metrics(&metrics);
     let ready = proxy.admin("/readyz").await.json();
     assert_eq!(ready["issuers"][0]["source"], "remote");
     assert_eq!(ready["issuers"][0]["stale"], false, "{ready}");
@@ -418,10 +376,11 @@ async fn idp_down_at_start_uses_the_persisted_key_set() {
     assert_eq!(second.get(&token(&k1, &idp.base)).await.status, 200);
     // The failed fetch at start is visible: stale, with the error.
     let iss = idp.base.clone();
-    let stale = eventually(50, || async {
+    let stale = common::within(Duration::from_secs(5), || async {
         second.admin("/readyz").await.json()["stale_issuers"] == serde_json::json!([iss])
     })
-    .await;
+    .await
+    .is_some();
     assert!(stale, "{:?}", second.admin("/readyz").await.json());
     assert!(idp.fetches() > before, "it did try the IdP");
     second.stop().await;
@@ -435,7 +394,11 @@ async fn idp_down_at_start_without_a_persisted_set_is_not_ready() {
     idp.set_keys(&[&k1]);
     idp.down(true);
     let mut proxy = Proxy::start(dir.path(), &idp, &up, &url_keys(&idp)).await;
-    assert!(eventually(50, || async { idp.fetches() >= 1 }).await);
+    assert!(
+        common::within(Duration::from_secs(5), || async { idp.fetches() >= 1 })
+            .await
+            .is_some()
+    );
     let r = proxy.admin("/readyz").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["problems"], serde_json::json!(["no_keys"]));
@@ -462,14 +425,15 @@ async fn idp_down_later_keeps_verifying_and_a_removed_key_is_refused() {
 
     // Down: refreshes fail, the last good set keeps verifying.
     idp.down(true);
-    let errors_seen = eventually(100, || async {
+    let errors_seen = common::within(Duration::from_secs(10), || async {
         let m = String::from_utf8(proxy.admin("/metrics").await.body.to_vec()).unwrap();
         !m.contains(&format!(
             "purposegate_jwks_refresh_total{{issuer=\"{}\",result=\"error\"}} 0",
             idp.base
         ))
     })
-    .await;
+    .await
+    .is_some();
     assert!(errors_seen);
     assert_eq!(proxy.get(&t1).await.status, 200);
     assert_eq!(proxy.get(&token(&k2, &idp.base)).await.status, 200);
@@ -480,7 +444,11 @@ async fn idp_down_later_keeps_verifying_and_a_removed_key_is_refused() {
     // Back up without k1: the cached k1 token and fresh k1 tokens are refused.
     idp.set_keys(&[&k2]);
     idp.down(false);
-    let removed = eventually(100, || async { proxy.get(&t1).await.status == 401 }).await;
+    let removed = common::within(Duration::from_secs(10), || async {
+        proxy.get(&t1).await.status == 401
+    })
+    .await
+    .is_some();
     assert!(removed, "the removed key stops verifying, cached or not");
     let fresh = proxy.get(&token(&k1, &idp.base)).await;
     assert_eq!(fresh.reason().as_deref(), Some("invalid_token"));
@@ -499,7 +467,11 @@ async fn cache_control_max_age_is_honoured() {
     let short = tempfile::tempdir().unwrap();
     let mut proxy = Proxy::start(short.path(), &idp, &up, &url_keys(&idp)).await;
     assert_eq!(proxy.wait_ready().await.status, 200);
-    assert!(eventually(100, || async { idp.fetches() >= 3 }).await);
+    assert!(
+        common::within(Duration::from_secs(10), || async { idp.fetches() >= 3 })
+            .await
+            .is_some()
+    );
     proxy.stop().await;
 
     // max-age=3600: no refetch while the test watches.
@@ -571,18 +543,20 @@ async fn oidc_discovery_refuses_a_document_naming_another_issuer() {
     let other_name = idp.base.replace("127.0.0.1", "localhost");
     let keys = format!("oidc_issuer: \"{other_name}\"");
     let mut proxy = Proxy::start(dir.path(), &idp, &up, &keys).await;
-    let discovered = eventually(50, || async {
+    let discovered = common::within(Duration::from_secs(5), || async {
         idp.state.discovery_fetches.load(Ordering::SeqCst) >= 1
     })
-    .await;
+    .await
+    .is_some();
     assert!(discovered);
-    let error_recorded = eventually(50, || async {
+    let error_recorded = common::within(Duration::from_secs(5), || async {
         let r = proxy.admin("/readyz").await.json();
         r["issuers"][0]["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("OIDC discovery"))
     })
-    .await;
+    .await
+    .is_some();
     assert!(error_recorded, "{:?}", proxy.admin("/readyz").await.json());
     assert_eq!(proxy.admin("/readyz").await.status, 503);
     assert_eq!(

@@ -208,26 +208,7 @@ async fn metrics_follow_the_contract_without_personal_labels() {
     assert_eq!(h.admin_get("/healthz").await.status, 200);
     let ready = h.admin_get("/readyz").await;
     assert_eq!(ready.status, 200, "{:?}", ready.body);
-    if let Ok(out) = std::process::Command::new("promtool")
-        .arg("check")
-        .arg("metrics")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-    {
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::promtool_check_metrics(&text);
 }
 
 #[tokio::test]
@@ -263,7 +244,7 @@ async fn consent_and_policy_reload_without_restart_and_bad_reload_keeps_the_old(
         "users:\n  u1:\n    deletion_requested_at: \"2026-01-01T00:00:00Z\"\n",
     );
     std::fs::write(&consent, rewritten).unwrap();
-    wait_for(|| async {
+    common::eventually("the reload", Duration::from_secs(5), || async {
         h.get(p, Some(&support)).await.reason().as_deref() == Some("account_deleted")
     })
     .await;
@@ -275,7 +256,7 @@ async fn consent_and_policy_reload_without_restart_and_bad_reload_keeps_the_old(
         .unwrap()
         .path();
     std::fs::write(&policy_file, "roles: [this is: not valid").unwrap();
-    wait_for(|| async {
+    common::eventually("the reload", Duration::from_secs(5), || async {
         let m = String::from_utf8(h.admin_get("/metrics").await.body.to_vec()).unwrap();
         m.contains("purposegate_policy_reloads_total{result=\"error\"}")
     })
@@ -291,20 +272,6 @@ async fn consent_and_policy_reload_without_restart_and_bad_reload_keeps_the_old(
             .status,
         200
     );
-}
-
-async fn wait_for<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within 5 s");
 }
 
 #[tokio::test]

@@ -236,21 +236,6 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Polls `check` every 50 ms for at most 20 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn tls13_and_tls12_handshakes_serve_requests() {
     let pki = Pki::new();
@@ -488,34 +473,7 @@ async fn expiry_metric_and_reload_counters_are_exported() {
         sample(&text, "purposegate_tls_reloads_total{result=\"error\"}"),
         Some(0.0)
     );
-    promtool_check(&text);
-}
-
-/// `promtool check metrics` on the text, when promtool is installed (CI installs it).
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_check_metrics(&text);
 }
 
 #[tokio::test]
@@ -623,20 +581,28 @@ async fn certificate_rotation_is_picked_up_while_clients_keep_connecting() {
             .filter(|s| s.contains(cn))
             .count()
     };
-    eventually("handshakes with the first certificate", || {
-        let n = count(&seen, "CN=server-one");
-        async move { n >= 5 }
-    })
+    common::eventually(
+        "handshakes with the first certificate",
+        Duration::from_secs(20),
+        || {
+            let n = count(&seen, "CN=server-one");
+            async move { n >= 5 }
+        },
+    )
     .await;
     let rotated = pki
         .ca
         .server("server-two", &["localhost", "127.0.0.1"], 60)
         .unwrap();
     volume.publish(&rotated);
-    eventually("handshakes with the rotated certificate", || {
-        let n = count(&seen, "CN=server-two");
-        async move { n >= 5 }
-    })
+    common::eventually(
+        "handshakes with the rotated certificate",
+        Duration::from_secs(20),
+        || {
+            let n = count(&seen, "CN=server-two");
+            async move { n >= 5 }
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     client.await.unwrap();
@@ -680,20 +646,24 @@ async fn a_bad_new_pair_keeps_the_old_certificate() {
         .server("server-two", &["localhost", "127.0.0.1"], 30)
         .unwrap();
     std::fs::write(pki.path("server.pem"), &next.cert_pem).unwrap();
-    eventually("a counted reload error", || async {
-        sample(
-            &metrics(&h).await,
-            "purposegate_tls_reloads_total{result=\"error\"}",
-        )
-        .unwrap_or(0.0)
-            >= 1.0
-    })
+    common::eventually(
+        "a counted reload error",
+        Duration::from_secs(20),
+        || async {
+            sample(
+                &metrics(&h).await,
+                "purposegate_tls_reloads_total{result=\"error\"}",
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
     .await;
     let stream = connect(h.addr, config.clone()).await.unwrap();
     assert!(server_subject(&stream).contains("CN=server-one"));
     // Garbage is refused the same way.
     std::fs::write(pki.path("server.key"), "not a key").unwrap();
-    eventually("a second reload error", || async {
+    common::eventually("a second reload error", Duration::from_secs(20), || async {
         sample(
             &metrics(&h).await,
             "purposegate_tls_reloads_total{result=\"error\"}",
@@ -706,7 +676,7 @@ async fn a_bad_new_pair_keeps_the_old_certificate() {
     assert!(server_subject(&stream).contains("CN=server-one"));
     // The matching key completes the pair.
     std::fs::write(pki.path("server.key"), &next.key_pem).unwrap();
-    eventually("the new certificate", || {
+    common::eventually("the new certificate", Duration::from_secs(20), || {
         let config = config.clone();
         async move {
             match connect(h.addr, config).await {
@@ -1006,15 +976,19 @@ async fn upstream_client_certificate_rotation_is_picked_up() {
     assert!(last_peer().contains("CN=purposegate-proxy-1"));
     let second = pki.ca.client("purposegate-proxy-2", 30).unwrap();
     write_pair(pki.dir.path(), "proxy", &second);
-    eventually("requests with the rotated client certificate", || {
-        let h = &h;
-        let token = token.clone();
-        let last_peer = &last_peer;
-        async move {
-            h.get(PATH, Some(&token)).await.status == 200
-                && last_peer().contains("CN=purposegate-proxy-2")
-        }
-    })
+    common::eventually(
+        "requests with the rotated client certificate",
+        Duration::from_secs(20),
+        || {
+            let h = &h;
+            let token = token.clone();
+            let last_peer = &last_peer;
+            async move {
+                h.get(PATH, Some(&token)).await.status == 200
+                    && last_peer().contains("CN=purposegate-proxy-2")
+            }
+        },
+    )
     .await;
     let text = metrics(&h).await;
     assert!(sample(&text, "purposegate_tls_reloads_total{result=\"ok\"}").unwrap() >= 1.0);

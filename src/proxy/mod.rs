@@ -54,7 +54,7 @@ pub async fn handle(
     let result = pipeline(&app, &policy, req, client, &mut event, started).await;
     let resp = match result {
         Ok(resp) => resp,
-        Err(reason) => deny(&app, &mut event, reason).await,
+        Err(reason) => deny(&app, &policy, &mut event, reason).await,
     };
     app.metrics
         .request_duration
@@ -80,7 +80,12 @@ fn base_event(req: &Request<Incoming>, request_id: String, client: SocketAddr) -
 
 /// Writes the denial's decision record and builds its response; if even that
 /// record cannot be written the answer is 503 `audit_unavailable`.
-async fn deny(app: &App, event: &mut AuditEvent, reason: Reason) -> Response<ProxyBody> {
+async fn deny(
+    app: &App,
+    policy: &Policy,
+    event: &mut AuditEvent,
+    reason: Reason,
+) -> Response<ProxyBody> {
     event.decision = DecisionKind::Deny;
     event.reason = Some(reason.code());
     event.status = reason.status().as_u16();
@@ -91,16 +96,16 @@ async fn deny(app: &App, event: &mut AuditEvent, reason: Reason) -> Response<Pro
             Reason::AuditUnavailable
         }
     };
-    count(app, event, reason.code());
+    count(app, policy, event, reason.code());
     respond::denial(reason, &event.request_id).map(Either::Left)
 }
 
-fn count(app: &App, event: &AuditEvent, reason: &'static str) {
+fn count(app: &App, policy: &Policy, event: &AuditEvent, reason: &'static str) {
     let decision = match event.decision {
         DecisionKind::Allow => "allow",
         DecisionKind::Deny => "deny",
     };
-    let purpose = purpose_label(&app.policy.load(), event.purpose.as_deref());
+    let purpose = purpose_label(policy, event.purpose.as_deref());
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -213,7 +218,7 @@ async fn pipeline(
         .observe(upstream_started.elapsed().as_secs_f64());
     let resp = sent?;
     check_response(app, policy, claims, &owner, user, &resp, now).await?;
-    allow(app, event, resp, started).await
+    allow(app, policy, event, resp, started).await
 }
 
 /// Looks up the owner's consent when the rules will need it (route matched
@@ -307,6 +312,7 @@ async fn check_response(
 /// Writes the allow decision record durably, then streams the response.
 async fn allow(
     app: &App,
+    policy: &Policy,
     event: &mut AuditEvent,
     resp: Response<Incoming>,
     started: Instant,
@@ -318,7 +324,7 @@ async fn allow(
         tracing::error!(request_id = %event.request_id, error = %e, "audit record not written; refusing");
         return Err(Reason::AuditUnavailable);
     }
-    count(app, event, "none");
+    count(app, policy, event, "none");
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Ok(v) = http::HeaderValue::from_str(&event.request_id) {

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -176,21 +175,4 @@ async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Recei
         let _ = rx.wait_for(|m| *m != Mode::Stall).await;
     }
     // Dropping both sockets severs the connection.
-}
-
-/// Polls `check` every 50 ms until it returns true or `limit` passes;
-/// returns how long it took, or None.
-pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
