@@ -139,5 +139,36 @@ fn bench_audit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_tokens, bench_audit);
+/// The floor under `verify_uncached_rs256`: aws-lc-rs checking one RS256
+/// signature, with the public key parsed once (`ParsedPublicKey`, what the
+/// verifier keeps per JWKS key) and parsed again on every call.
+fn bench_rsa_floor(c: &mut Criterion) {
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use aws_lc_rs::signature::{self, KeyPair as _, UnparsedPublicKey, RSA_PKCS1_SHA256};
+    let pair = match KeyPair::generate(KeySize::Rsa2048) {
+        Ok(p) => p,
+        Err(e) => panic!("rsa keygen: {e}"),
+    };
+    let msg = [b'x'; 600];
+    let mut sig = vec![0; pair.public_modulus_len()];
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    assert!(pair.sign(&RSA_PKCS1_SHA256, &rng, &msg, &mut sig).is_ok());
+    let der = pair.public_key().as_ref().to_vec();
+    let unparsed = UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &der);
+    let parsed = match unparsed.parse() {
+        Ok(p) => p,
+        Err(e) => panic!("parse: {e}"),
+    };
+    assert!(parsed.verify_sig(&msg, &sig).is_ok());
+    let mut g = c.benchmark_group("rsa2048_sha256_verify");
+    g.bench_function("key_parsed_once", |b| {
+        b.iter(|| parsed.verify_sig(black_box(&msg), black_box(&sig)).is_ok())
+    });
+    g.bench_function("key_parsed_per_call", |b| {
+        b.iter(|| unparsed.verify(black_box(&msg), black_box(&sig)).is_ok())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_tokens, bench_audit, bench_rsa_floor);
 criterion_main!(benches);

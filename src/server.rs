@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::proxy::ClientConn;
 use crate::state::{fingerprint, App, StartError};
 use crate::tls::ServerTls;
 
@@ -155,9 +156,10 @@ async fn serve_proxy(
             continue;
         }
         let app = app.clone();
+        let conn = Arc::new(ClientConn::new(client, None));
         let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, client).await) }
+            let (app, conn) = (app.clone(), conn.clone());
+            async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, conn).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -182,8 +184,8 @@ async fn serve_proxy(
 }
 
 /// One TLS connection: handshake, then HTTP/2 or HTTP/1.1 (as ALPN chose;
-/// the auto builder also recognises the HTTP/2 preface). Every request
-/// carries the verified client certificate's subject as an extension.
+/// the auto builder also recognises the HTTP/2 preface). Every request's
+/// audit record carries the verified client certificate's subject.
 async fn serve_tls_connection(
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
@@ -198,12 +200,10 @@ async fn serve_tls_connection(
             return;
         }
     };
-    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let app = app.clone();
-        if let Some(peer) = &peer {
-            req.extensions_mut().insert(peer.clone());
-        }
-        async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, client).await) }
+    let conn = Arc::new(ClientConn::new(client, peer));
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let (app, conn) = (app.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, conn).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(tls), service)

@@ -319,7 +319,7 @@ async fn signed_log(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     };
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..n {
-        sink.record(AuditEvent {
+        sink.record(&AuditEvent {
             request_id: format!("req-{i}"),
             decision: DecisionKind::Allow,
             subject: Some("alice".into()),

@@ -115,16 +115,29 @@ pub fn encode_body<B: Serialize>(
 /// writer's critical section only concatenates and hashes): the JSON object's
 /// members without the enclosing braces.
 #[derive(Debug, Clone)]
-pub struct Body(Vec<u8>);
+pub struct Body {
+    /// The whole object, braces included (kept rather than copied out).
+    json: Vec<u8>,
+}
+
+/// Room for a typical request record, so serializing it never reallocates.
+const BODY_CAPACITY: usize = 512;
 
 impl Body {
     /// Serializes `event` (any JSON object) the way `encode_body` would.
     pub fn new<B: Serialize>(event: &B) -> Result<Body, ChainError> {
-        let json = serde_json::to_vec(event).map_err(|e| ChainError::Serialize(e.to_string()))?;
+        let mut json = Vec::with_capacity(BODY_CAPACITY);
+        serde_json::to_writer(&mut json, event)
+            .map_err(|e| ChainError::Serialize(e.to_string()))?;
         match json.as_slice() {
-            [b'{', inner @ .., b'}'] if !inner.is_empty() => Ok(Body(inner.to_vec())),
+            [b'{', inner @ .., b'}'] if !inner.is_empty() => Ok(Body { json }),
             _ => Err(ChainError::Serialize("not a non-empty JSON object".into())),
         }
+    }
+
+    /// The object's members, without the enclosing braces.
+    fn members(&self) -> &[u8] {
+        &self.json[1..self.json.len() - 1]
     }
 }
 
@@ -133,11 +146,12 @@ impl Body {
 pub fn encode_raw(prev: &ChainHead, ts: &str, body: &Body) -> Result<Encoded, ChainError> {
     let seq = prev.seq.checked_add(1).ok_or(ChainError::SeqOverflow)?;
     let ts_json = serde_json::to_string(ts).map_err(|e| ChainError::Serialize(e.to_string()))?;
-    let mut line = Vec::with_capacity(body.0.len() + 256);
+    let members = body.members();
+    let mut line = Vec::with_capacity(members.len() + 256);
     line.extend_from_slice(b"{\"ts\":");
     line.extend_from_slice(ts_json.as_bytes());
     line.extend_from_slice(format!(",\"seq\":{seq},").as_bytes());
-    line.extend_from_slice(&body.0);
+    line.extend_from_slice(members);
     line.extend_from_slice(b",\"prev_hash\":\"");
     line.extend_from_slice(prev.hash.as_bytes());
     // The canonical bytes end here with `"}`; the stored line goes on with the hash.

@@ -70,7 +70,7 @@ async fn records_get_consecutive_seqs_and_all_fields() {
     let counters = AuditCounters::default();
     let sink = AuditSink::open(&config(dir.path(), FsyncPolicy::Always), counters.clone()).unwrap();
     for want in 1..=3 {
-        assert_eq!(sink.record(event(format!("r{want}"))).await.unwrap(), want);
+        assert_eq!(sink.record(&event(format!("r{want}"))).await.unwrap(), want);
     }
     assert_eq!(counters.records.get(), 3);
     let recs = lines(sink.path());
@@ -94,12 +94,12 @@ async fn restart_continues_the_chain() {
     let cfg = config(dir.path(), FsyncPolicy::Batch);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..3 {
-        sink.record(event(format!("a{i}"))).await.unwrap();
+        sink.record(&event(format!("a{i}"))).await.unwrap();
     }
     drop(sink);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
-    assert_eq!(sink.record(event("b0")).await.unwrap(), 4);
-    assert_eq!(sink.record(event("b1")).await.unwrap(), 5);
+    assert_eq!(sink.record(&event("b0")).await.unwrap(), 4);
+    assert_eq!(sink.record(&event("b1")).await.unwrap(), 5);
     assert_eq!(verify(&cfg.path), 5);
 }
 
@@ -109,7 +109,7 @@ async fn torn_last_line_repaired_on_open() {
     let cfg = config(dir.path(), FsyncPolicy::Batch);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..3 {
-        sink.record(event(format!("a{i}"))).await.unwrap();
+        sink.record(&event(format!("a{i}"))).await.unwrap();
     }
     drop(sink);
     let fragment = "{\"ts\":\"2026-03-01T00:00:00.000Z\",\"seq\":4,\"request_";
@@ -122,7 +122,7 @@ async fn torn_last_line_repaired_on_open() {
     ));
 
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
-    assert_eq!(sink.record(event("after")).await.unwrap(), 4);
+    assert_eq!(sink.record(&event("after")).await.unwrap(), 4);
     assert_eq!(verify(&cfg.path), 4);
     let torn = std::fs::read_to_string(torn_path(&cfg.path)).unwrap();
     assert_eq!(torn, format!("{fragment}\n"));
@@ -136,7 +136,7 @@ async fn concurrent_records_get_distinct_seqs() {
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let sink = sink.clone();
-            tokio::spawn(async move { sink.record(event(format!("c{i}"))).await })
+            tokio::spawn(async move { sink.record(&event(format!("c{i}"))).await })
         })
         .collect();
     let mut seqs = Vec::new();
@@ -154,7 +154,7 @@ async fn burst(sink: &AuditSink, n: usize) {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let sink = sink.clone();
-            tokio::spawn(async move { sink.record(event(format!("g{i}"))).await })
+            tokio::spawn(async move { sink.record(&event(format!("g{i}"))).await })
         })
         .collect();
     for t in tasks {
@@ -205,7 +205,7 @@ async fn never_writes_without_fsync_until_flush() {
     let sink =
         AuditSink::open(&config(dir.path(), FsyncPolicy::Never), Default::default()).unwrap();
     for i in 0..5 {
-        sink.record(event(format!("n{i}"))).await.unwrap();
+        sink.record(&event(format!("n{i}"))).await.unwrap();
     }
     assert_eq!(sink.syncs(), 0);
     assert_eq!(verify(sink.path()), 5);
@@ -220,7 +220,7 @@ async fn record_nowait_lands_and_flush_waits() {
     let (sink, faults) = open_faulty(&config(dir.path(), FsyncPolicy::Batch), counters.clone());
     faults.sync_delay_ms.store(20, Ordering::SeqCst);
     for i in 0..10 {
-        sink.record_nowait(AuditEvent {
+        sink.record_nowait(&AuditEvent {
             event: EventKind::Complete,
             decision: DecisionKind::Allow,
             ..event(format!("w{i}"))
@@ -241,12 +241,12 @@ async fn write_failure_fails_closed_then_recovers_without_gap() {
     let counters = AuditCounters::default();
     let cfg = config(dir.path(), FsyncPolicy::Batch);
     let (sink, faults) = open_faulty(&cfg, counters.clone());
-    sink.record(event("ok1")).await.unwrap();
-    sink.record(event("ok2")).await.unwrap();
+    sink.record(&event("ok1")).await.unwrap();
+    sink.record(&event("ok2")).await.unwrap();
     let good_len = std::fs::metadata(&cfg.path).unwrap().len();
 
     faults.fail_write.store(true, Ordering::SeqCst);
-    let err = sink.record(event("lost")).await.unwrap_err();
+    let err = sink.record(&event("lost")).await.unwrap_err();
     assert!(matches!(err, AuditError::Io(_)), "{err}");
     assert!(!sink.healthy());
     assert_eq!(counters.errors.get(), 1);
@@ -259,7 +259,7 @@ async fn write_failure_fails_closed_then_recovers_without_gap() {
 
     faults.fail_write.store(false, Ordering::SeqCst);
     // seq 3 is the writer's `resumed` record documenting the outage.
-    assert_eq!(sink.record(event("ok3")).await.unwrap(), 4);
+    assert_eq!(sink.record(&event("ok3")).await.unwrap(), 4);
     assert!(sink.healthy());
     assert_eq!(counters.records.get(), 4);
     assert_eq!(verify(&cfg.path), 4);
@@ -275,13 +275,13 @@ async fn fsync_failure_fails_the_whole_batch() {
     let counters = AuditCounters::default();
     let cfg = config(dir.path(), FsyncPolicy::Batch);
     let (sink, faults) = open_faulty(&cfg, counters.clone());
-    sink.record(event("ok1")).await.unwrap();
+    sink.record(&event("ok1")).await.unwrap();
 
     faults.fail_sync.store(true, Ordering::SeqCst);
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let sink = sink.clone();
-            tokio::spawn(async move { sink.record(event(format!("f{i}"))).await })
+            tokio::spawn(async move { sink.record(&event(format!("f{i}"))).await })
         })
         .collect();
     for t in tasks {
@@ -296,7 +296,7 @@ async fn fsync_failure_fails_the_whole_batch() {
     );
 
     faults.fail_sync.store(false, Ordering::SeqCst);
-    assert_eq!(sink.record(event("ok2")).await.unwrap(), 3);
+    assert_eq!(sink.record(&event("ok2")).await.unwrap(), 3);
     assert!(sink.healthy());
     assert_eq!(verify(&cfg.path), 3);
     assert_eq!(lines(&cfg.path)[1]["unwritten_records"], 20);
@@ -308,9 +308,9 @@ async fn clones_share_one_writer() {
     let sink =
         AuditSink::open(&config(dir.path(), FsyncPolicy::Batch), Default::default()).unwrap();
     let other = sink.clone();
-    assert_eq!(other.record(event("x")).await.unwrap(), 1);
+    assert_eq!(other.record(&event("x")).await.unwrap(), 1);
     drop(other);
-    assert_eq!(sink.record(event("y")).await.unwrap(), 2);
+    assert_eq!(sink.record(&event("y")).await.unwrap(), 2);
     assert!(sink.healthy());
 }
 
@@ -341,7 +341,7 @@ async fn rotation_links_files_and_restart_continues() {
     cfg.rotate_bytes = Some(4096);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 1..=40 {
-        assert_eq!(sink.record(event(format!("r{i}"))).await.unwrap(), i);
+        assert_eq!(sink.record(&event(format!("r{i}"))).await.unwrap(), i);
     }
     drop(sink);
     let rotated = super::rotate::rotated_files(&cfg.path).unwrap();
@@ -368,7 +368,7 @@ async fn rotation_links_files_and_restart_continues() {
     let live_last = lines(&cfg.path).last().unwrap()["seq"].as_u64().unwrap();
     std::fs::rename(&cfg.path, super::rotate::rotated_path(&cfg.path, live_last)).unwrap();
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
-    assert_eq!(sink.record(event("after")).await.unwrap(), 41);
+    assert_eq!(sink.record(&event("after")).await.unwrap(), 41);
     drop(sink);
     let mut all = super::rotate::rotated_files(&cfg.path).unwrap();
     all.push(cfg.path.clone());
@@ -381,7 +381,7 @@ async fn checkpoints_every_n_records_and_at_flush() {
     let cfg = checkpoint_config(dir.path(), Some(5), None);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..12 {
-        sink.record(event(format!("r{i}"))).await.unwrap();
+        sink.record(&event(format!("r{i}"))).await.unwrap();
     }
     let recs = lines(&cfg.path);
     assert_eq!(recs.len(), 14, "12 records + 2 checkpoints");
@@ -427,7 +427,7 @@ async fn timed_checkpoint_without_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = checkpoint_config(dir.path(), None, Some(Duration::from_millis(300)));
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
-    sink.record(event("only")).await.unwrap();
+    sink.record(&event("only")).await.unwrap();
     let path = cfg.path.clone();
     assert!(
         eventually(|| lines(&path).len() == 2).await,
@@ -447,10 +447,10 @@ async fn writing_resumes_by_itself_after_an_outage() {
     let counters = AuditCounters::default();
     let cfg = config(dir.path(), FsyncPolicy::Batch);
     let (sink, faults) = open_faulty(&cfg, counters.clone());
-    sink.record(event("ok1")).await.unwrap();
+    sink.record(&event("ok1")).await.unwrap();
     faults.fail_write.store(true, Ordering::SeqCst);
-    assert!(sink.record(event("lost1")).await.is_err());
-    assert!(sink.record(event("lost2")).await.is_err());
+    assert!(sink.record(&event("lost1")).await.is_err());
+    assert!(sink.record(&event("lost2")).await.is_err());
     assert!(!sink.healthy());
     // Still failing: the probe keeps it unhealthy and writes nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -465,7 +465,7 @@ async fn writing_resumes_by_itself_after_an_outage() {
     assert_eq!(recs[1]["event"], "resumed");
     assert_eq!(recs[1]["unwritten_records"], 2);
     assert!(recs[1]["failing_since"].is_string());
-    assert_eq!(sink.record(event("ok2")).await.unwrap(), 3);
+    assert_eq!(sink.record(&event("ok2")).await.unwrap(), 3);
     assert_eq!(verify(&cfg.path), 3);
     assert_eq!(counters.errors.get(), 2);
 }
@@ -476,7 +476,7 @@ async fn restart_seals_the_recovered_unsigned_tail() {
     let cfg = checkpoint_config(dir.path(), Some(100), None);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..3 {
-        sink.record(event(format!("r{i}"))).await.unwrap();
+        sink.record(&event(format!("r{i}"))).await.unwrap();
     }
     drop(sink); // a crash: no flush, no checkpoint
     let key = public_key(dir.path());
@@ -494,14 +494,14 @@ async fn unwaited_records_become_durable_within_a_tick() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), FsyncPolicy::Batch);
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
-    sink.record(event("waited")).await.unwrap();
+    sink.record(&event("waited")).await.unwrap();
     let after_waited = sink.syncs();
     assert!(
         after_waited >= 1,
         "a waited record is fsync'd before its ack"
     );
     for i in 0..5 {
-        sink.record_nowait(event(format!("c{i}")));
+        sink.record_nowait(&event(format!("c{i}")));
     }
     let path = cfg.path.clone();
     assert!(eventually(|| lines(&path).len() == 6).await);

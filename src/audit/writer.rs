@@ -168,8 +168,8 @@ impl AuditSink {
 
     /// Appends one record; resolves once it is written and durable per the
     /// `fsync` policy. Returns its `seq`.
-    pub async fn record(&self, ev: AuditEvent) -> Result<u64, AuditError> {
-        let body = self.serialize(&ev)?;
+    pub async fn record(&self, ev: &AuditEvent) -> Result<u64, AuditError> {
+        let body = self.serialize(ev)?;
         let (ack, done) = oneshot::channel();
         if self
             .inner
@@ -189,8 +189,8 @@ impl AuditSink {
     }
 
     /// Appends without waiting. Failures are counted in `errors`.
-    pub fn record_nowait(&self, ev: AuditEvent) {
-        let Ok(body) = self.serialize(&ev) else {
+    pub fn record_nowait(&self, ev: &AuditEvent) {
+        let Ok(body) = self.serialize(ev) else {
             return;
         };
         match self.inner.tx.try_send(Msg::Record(body, None)) {

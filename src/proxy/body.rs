@@ -9,9 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use crate::audit::{AuditEvent, AuditSink, EventKind};
+use crate::upstream::UpstreamBody;
 
 /// What the proxy answers with: a small denial body or a streamed upstream one.
 pub type ProxyBody = Either<Full<Bytes>, AuditedBody>;
@@ -29,7 +29,7 @@ impl Completion {
         event.event = EventKind::Complete;
         event.bytes = Some(bytes);
         event.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
-        self.audit.record_nowait(event);
+        self.audit.record_nowait(&event);
     }
 }
 
@@ -37,7 +37,7 @@ pin_project_lite::pin_project! {
     /// An upstream body that reports its size to the audit log when done.
     pub struct AuditedBody {
         #[pin]
-        inner: Incoming,
+        inner: UpstreamBody,
         bytes: u64,
         completion: Option<Completion>,
     }
@@ -54,7 +54,7 @@ pin_project_lite::pin_project! {
 
 impl AuditedBody {
     /// Wraps `inner`; `event` is the allowed decision record to complete.
-    pub fn new(inner: Incoming, audit: AuditSink, event: AuditEvent, started: Instant) -> Self {
+    pub fn new(inner: UpstreamBody, audit: AuditSink, event: AuditEvent, started: Instant) -> Self {
         AuditedBody {
             inner,
             bytes: 0,

@@ -2,8 +2,6 @@
 //! client's credentials and any client-sent `x-purposegate-*` header dropped
 //! before forwarding, identity headers and `X-Forwarded-For` added.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -48,7 +46,7 @@ pub fn for_upstream(
     subject: &str,
     purpose: &str,
     request_id: &str,
-    client: IpAddr,
+    client_ip: &str,
 ) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
@@ -64,21 +62,21 @@ pub fn for_upstream(
     insert_text(headers, SUBJECT, subject);
     insert_text(headers, PURPOSE, purpose);
     insert_text(headers, REQUEST_ID, request_id);
-    append_forwarded_for(headers, client);
+    append_forwarded_for(headers, client_ip);
 }
 
 /// Appends the client address to `X-Forwarded-For` (one combined value).
-fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &str) {
     let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let value = if prior.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", prior.join(", "))
-    };
+    if prior.is_empty() {
+        insert_text(headers, X_FORWARDED_FOR, client_ip);
+        return;
+    }
+    let value = format!("{}, {client_ip}", prior.join(", "));
     insert_text(headers, X_FORWARDED_FOR, &value);
 }
 
@@ -116,7 +114,7 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("5"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("accept", HeaderValue::from_static("application/json"));
-        for_upstream(&mut h, "e1", "support", "rid", "127.0.0.1".parse().unwrap());
+        for_upstream(&mut h, "e1", "support", "rid", "127.0.0.1");
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert_eq!(h["x-purposegate-subject"], "e1");
         assert_eq!(h["x-purposegate-purpose"], "support");

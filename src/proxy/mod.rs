@@ -37,7 +37,31 @@ use crate::policy::{
 };
 use crate::state::App;
 use crate::time::now_millis;
+use crate::upstream::UpstreamBody;
 pub use body::{AuditedBody, ProxyBody};
+
+/// What is known about a client connection, worked out once when it is
+/// accepted rather than on every request it carries.
+pub struct ClientConn {
+    pub addr: SocketAddr,
+    /// `addr` as the audit record's `client_addr`.
+    addr_text: String,
+    /// The IP address alone, as `X-Forwarded-For` carries it.
+    ip_text: String,
+    /// The verified client certificate's subject (mTLS), if any.
+    cert_subject: Option<crate::tls::PeerSubject>,
+}
+
+impl ClientConn {
+    pub fn new(addr: SocketAddr, cert_subject: Option<crate::tls::PeerSubject>) -> Self {
+        ClientConn {
+            addr,
+            addr_text: addr.to_string(),
+            ip_text: addr.ip().to_string(),
+            cert_subject,
+        }
+    }
+}
 
 /// Handles one client request end to end. Never fails: every outcome is a
 /// response, and every response was preceded by its audit decision record
@@ -45,13 +69,13 @@ pub use body::{AuditedBody, ProxyBody};
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: Arc<ClientConn>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = request_id::next();
     let policy = app.policy.load_full();
-    let mut event = base_event(&req, request_id, client);
-    let result = pipeline(&app, &policy, req, client, &mut event, started).await;
+    let mut event = base_event(&req, request_id, &client);
+    let result = pipeline(&app, &policy, req, &client, &mut event, started).await;
     let resp = match result {
         Ok(resp) => resp,
         Err(reason) => deny(&app, &policy, &mut event, reason).await,
@@ -63,17 +87,14 @@ pub async fn handle(
 }
 
 /// The fields of the audit record known from the request head alone.
-fn base_event(req: &Request<Incoming>, request_id: String, client: SocketAddr) -> AuditEvent {
+fn base_event(req: &Request<Incoming>, request_id: String, client: &ClientConn) -> AuditEvent {
     AuditEvent {
         request_id,
         event: EventKind::Decision,
         method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
-        client_addr: client.to_string(),
-        client_cert_subject: req
-            .extensions()
-            .get::<crate::tls::PeerSubject>()
-            .map(|p| p.0.to_string()),
+        client_addr: client.addr_text.clone(),
+        client_cert_subject: client.cert_subject.as_ref().map(|p| p.0.to_string()),
         ..AuditEvent::default()
     }
 }
@@ -89,7 +110,7 @@ async fn deny(
     event.decision = DecisionKind::Deny;
     event.reason = Some(reason.code());
     event.status = reason.status().as_u16();
-    let reason = match app.audit.record(event.clone()).await {
+    let reason = match app.audit.record(event).await {
         Ok(_) => reason,
         Err(e) => {
             tracing::error!(request_id = %event.request_id, error = %e, "audit record not written; refusing");
@@ -166,7 +187,7 @@ async fn pipeline(
     app: &App,
     policy: &Policy,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: &ClientConn,
     event: &mut AuditEvent,
     started: Instant,
 ) -> Result<Response<ProxyBody>, Reason> {
@@ -250,15 +271,10 @@ fn forward_request(
     req: Request<Incoming>,
     claims: &Claims,
     request_id: &str,
-    client: SocketAddr,
+    client: &ClientConn,
 ) -> Result<Request<Incoming>, Reason> {
     let (mut parts, body) = req.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = upstream.uri(pq)?;
+    parts.uri = upstream.uri(parts.uri.path_and_query().cloned())?;
     parts.version = http::Version::HTTP_11;
     let purpose = claims.purpose.as_deref().unwrap_or_default();
     headers::for_upstream(
@@ -266,11 +282,11 @@ fn forward_request(
         &claims.sub,
         purpose,
         request_id,
-        client.ip(),
+        &client.ip_text,
     );
-    if let Ok(host) = http::HeaderValue::from_str(upstream.authority().as_str()) {
-        parts.headers.insert(http::header::HOST, host);
-    }
+    parts
+        .headers
+        .insert(http::header::HOST, upstream.host_header().clone());
     Ok(Request::from_parts(parts, body))
 }
 
@@ -281,7 +297,7 @@ async fn check_response(
     claims: &Claims,
     owner: &str,
     user: &UserConsent,
-    resp: &Response<Incoming>,
+    resp: &Response<UpstreamBody>,
     now: i64,
 ) -> Result<(), Reason> {
     let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers());
@@ -314,13 +330,13 @@ async fn allow(
     app: &App,
     policy: &Policy,
     event: &mut AuditEvent,
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     started: Instant,
 ) -> Result<Response<ProxyBody>, Reason> {
     event.decision = DecisionKind::Allow;
     event.reason = None;
     event.status = resp.status().as_u16();
-    if let Err(e) = app.audit.record(event.clone()).await {
+    if let Err(e) = app.audit.record(event).await {
         tracing::error!(request_id = %event.request_id, error = %e, "audit record not written; refusing");
         return Err(Reason::AuditUnavailable);
     }

@@ -11,7 +11,20 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub fn next() -> String {
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}-{n:016x}")
+    let mut id = String::with_capacity(33);
+    push_hex(&mut id, prefix);
+    id.push('-');
+    push_hex(&mut id, n);
+    id
+}
+
+/// Appends `v` as 16 lower-case hex digits (what `{:016x}` gives, without
+/// the formatting machinery on every request).
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((v >> (shift * 4)) & 0xf) as usize]));
+    }
 }
 
 #[cfg(test)]
@@ -22,5 +35,14 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a[..16], b[..16]);
         assert_eq!(a.len(), 33);
+    }
+
+    #[test]
+    fn hex_matches_the_format_macro() {
+        for v in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut s = String::new();
+            super::push_hex(&mut s, v);
+            assert_eq!(s, format!("{v:016x}"));
+        }
     }
 }

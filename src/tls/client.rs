@@ -45,15 +45,6 @@ pub fn upstream_config(settings: &UpstreamTlsConfig) -> Result<ClientConfig, Tls
     }
 }
 
-/// A configuration for plain-HTTP upstreams, which never handshake: the
-/// connector type is shared, so it needs one, but it trusts nothing.
-pub fn unused_config() -> Result<ClientConfig, rustls::Error> {
-    Ok(ClientConfig::builder_with_provider(super::provider())
-        .with_protocol_versions(super::VERSIONS)?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth())
-}
-
 /// Polls every upstream's TLS files every `interval`; on a change rebuilds
 /// that upstream's client (a failure keeps the old one). Counted in
 /// `purposegate_tls_reloads_total{result}`. Ends on `stop`.

@@ -61,6 +61,8 @@ pub struct Reply {
     pub stream_bytes: Option<u64>,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
+    /// Answer with `Connection: close`, ending the connection after this reply.
+    pub close: bool,
 }
 
 impl Reply {
@@ -83,6 +85,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     replies: Arc<Mutex<HashMap<String, Reply>>>,
+    /// TCP connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -92,6 +96,7 @@ impl Upstream {
             addr: listener.local_addr().unwrap(),
             seen: Arc::default(),
             replies: Arc::default(),
+            accepted: Arc::default(),
         };
         let server = up.clone();
         tokio::spawn(async move {
@@ -99,6 +104,9 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                server
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let server = server.clone();
                 let service = service_fn(move |req| {
                     let server = server.clone();
@@ -125,6 +133,11 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// How many TCP connections the upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn answer(
@@ -154,6 +167,9 @@ impl Upstream {
         let mut builder = Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
         for (k, v) in &reply.headers {
             builder = builder.header(k, v);
+        }
+        if reply.close {
+            builder = builder.header("connection", "close");
         }
         let body = match reply.stream_bytes {
             Some(n) => streamed(n),

@@ -1,9 +1,16 @@
-//! Upstream stores: one pooled hyper client per configured upstream, with a
+//! Upstream stores: a connection pool per configured upstream, with a
 //! connect timeout and a response-head timeout mapped to reason codes.
-//! `https://` upstreams go through rustls (see `tls::client`), with HTTP/2
-//! or HTTP/1.1 as ALPN decides; when their CA or client certificate files
-//! change, `reload_tls` swaps in a new client (new connections use the new
-//! files, requests in flight finish on the old pool).
+//! `http://` upstreams use `pool` (HTTP/1.1 connections driven by the
+//! request's own task); `https://` upstreams go through hyper-util's pooled
+//! client over rustls (see `tls::client`), with HTTP/2 or HTTP/1.1 as ALPN
+//! decides; when their CA or client certificate files change, `reload_tls`
+//! swaps in a new client (new connections use the new files, requests in
+//! flight finish on the old pool).
+
+mod body;
+pub mod pool;
+
+pub use body::UpstreamBody;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::uri::{self, Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,11 +32,21 @@ use crate::policy::Reason;
 
 type Pool = Client<HttpsConnector<HttpConnector>, Incoming>;
 
+/// How requests reach one upstream.
+enum Transport {
+    /// `http://`: pooled HTTP/1.1 connections driven inline.
+    Plain(Arc<pool::ConnPool>),
+    /// `https://`: hyper-util's client, swapped whole when TLS files change.
+    Tls(ArcSwap<Pool>),
+}
+
 /// One upstream store and its connection pool.
 pub struct Upstream {
-    client: ArcSwap<Pool>,
+    transport: Transport,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` header every forwarded request carries (built once).
+    host: HeaderValue,
     response_timeout: Duration,
     /// Kept to rebuild the client when TLS files change.
     config: UpstreamConfig,
@@ -76,14 +93,25 @@ impl Upstreams {
 impl Upstream {
     fn new(cfg: &UpstreamConfig) -> Result<Option<Self>, ConfigError> {
         let loaded = crate::state::fingerprint(&tls_files(cfg));
-        let client = pool(cfg)?;
         let Some(authority) = cfg.url.authority() else {
             return Ok(None);
         };
+        let Ok(host) = HeaderValue::from_str(authority.as_str()) else {
+            return Ok(None);
+        };
+        let transport = if cfg.url.scheme_str() == Some("https") {
+            Transport::Tls(ArcSwap::from_pointee(client(cfg)?))
+        } else {
+            Transport::Plain(pool::ConnPool::new(
+                plain_addr(authority),
+                cfg.connect_timeout,
+            ))
+        };
         Ok(Some(Upstream {
-            client: ArcSwap::from_pointee(client),
+            transport,
             scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority: authority.clone(),
+            host,
             response_timeout: cfg.response_timeout,
             config: cfg.clone(),
             loaded,
@@ -103,38 +131,65 @@ impl Upstream {
     /// Rebuilds the client from the TLS files (blocking reads) and swaps it
     /// in; on error the old client stays.
     pub fn reload_tls(&self) -> Result<(), ConfigError> {
-        self.client.store(Arc::new(pool(&self.config)?));
+        if let Transport::Tls(current) = &self.transport {
+            current.store(Arc::new(client(&self.config)?));
+        }
         Ok(())
     }
 
-    /// The absolute URI of `path_and_query` on this upstream.
-    pub fn uri(&self, path_and_query: &str) -> Result<Uri, Reason> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| Reason::NonCanonicalPath)
+    /// The request URI for `path_and_query` (`/` when absent) on this
+    /// upstream: origin-form on a pooled connection, absolute for the
+    /// client (which picks its connection by it). The already parsed path
+    /// is reused, not parsed again.
+    pub fn uri(&self, path_and_query: Option<PathAndQuery>) -> Result<Uri, Reason> {
+        let mut parts = uri::Parts::default();
+        if let Transport::Tls(_) = self.transport {
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+        }
+        parts.path_and_query =
+            Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
+        Uri::from_parts(parts).map_err(|_| Reason::NonCanonicalPath)
     }
 
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
 
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+
     /// Sends the request and waits for the response head. A connection that
     /// cannot be made is `upstream_unavailable`; a head that does not arrive
     /// within the response timeout is `upstream_timeout`.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Reason> {
-        let client = self.client.load_full();
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Err(_) => Err(Reason::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
-                Err(Reason::UpstreamUnavailable)
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<UpstreamBody>, Reason> {
+        let limit = self.response_timeout;
+        match &self.transport {
+            Transport::Plain(pool) => match tokio::time::timeout(limit, pool.send(req)).await {
+                Err(_) => Err(Reason::UpstreamTimeout),
+                Ok(sent) => sent.map(|resp| resp.map(UpstreamBody::Pooled)),
+            },
+            Transport::Tls(client) => {
+                let client = client.load_full();
+                match tokio::time::timeout(limit, client.request(req)).await {
+                    Err(_) => Err(Reason::UpstreamTimeout),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                        Err(Reason::UpstreamUnavailable)
+                    }
+                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Client)),
+                }
             }
-            Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// `host:port` to connect to for a plain upstream (port 80 when absent).
+fn plain_addr(authority: &Authority) -> String {
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(80);
+    format!("{host}:{port}")
 }
 
 fn tls_files(cfg: &UpstreamConfig) -> Vec<PathBuf> {
@@ -146,8 +201,8 @@ fn tls_files(cfg: &UpstreamConfig) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A pooled client for one upstream.
-fn pool(cfg: &UpstreamConfig) -> Result<Pool, ConfigError> {
+/// A pooled client for one `https://` upstream.
+fn client(cfg: &UpstreamConfig) -> Result<Pool, ConfigError> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(cfg.connect_timeout));
@@ -158,29 +213,16 @@ fn pool(cfg: &UpstreamConfig) -> Result<Pool, ConfigError> {
         .build(https_connector(cfg, connector)?))
 }
 
-/// Wraps the TCP connector: TLS (trusting the upstream's CA bundle, with its
-/// client certificate) for `https://`, a pass-through for `http://`.
+/// Wraps the TCP connector in TLS, trusting the upstream's CA bundle and
+/// presenting its client certificate.
 fn https_connector(
     cfg: &UpstreamConfig,
     tcp: HttpConnector,
 ) -> Result<HttpsConnector<HttpConnector>, ConfigError> {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let connector = if cfg.url.scheme_str() == Some("https") {
-        builder
-            .with_tls_config(crate::tls::client::upstream_config(&cfg.tls)?)
-            .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp)
-    } else {
-        let unused = crate::tls::client::unused_config().map_err(|e| {
-            ConfigError::new(std::path::Path::new("upstreams"), None, e.to_string())
-        })?;
-        builder
-            .with_tls_config(unused)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp)
-    };
-    Ok(connector)
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::client::upstream_config(&cfg.tls)?)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp))
 }
