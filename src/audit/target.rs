@@ -33,6 +33,10 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
 pub(crate) struct FileTarget {
     path: PathBuf,
     file: File,
+    /// The length as of our last write, so that a group's start offset costs
+    /// no stat call; `None` (ask the file) after anything that could leave
+    /// it unknown: a failed write, a truncation, a reopen.
+    known_len: Option<u64>,
 }
 
 impl FileTarget {
@@ -40,13 +44,19 @@ impl FileTarget {
         Ok(FileTarget {
             path: path.to_path_buf(),
             file: open_append(path)?,
+            known_len: None,
         })
     }
 }
 
 impl LogTarget for FileTarget {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
+        let written = self.file.write_all(buf);
+        self.known_len = match (&written, self.known_len) {
+            (Ok(()), Some(len)) => Some(len + buf.len() as u64),
+            _ => None,
+        };
+        written
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -55,15 +65,22 @@ impl LogTarget for FileTarget {
     }
 
     fn len(&mut self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        if let Some(len) = self.known_len {
+            return Ok(len);
+        }
+        let len = self.file.metadata()?.len();
+        self.known_len = Some(len);
+        Ok(len)
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.known_len = None;
         self.file.set_len(len)?;
         self.file.sync_data()
     }
 
     fn reopen(&mut self) -> io::Result<()> {
+        self.known_len = None;
         self.file = open_append(&self.path)?;
         Ok(())
     }
@@ -122,5 +139,33 @@ pub(crate) mod fault {
         fn reopen(&mut self) -> io::Result<()> {
             self.inner.reopen()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracked_length_matches_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, b"earlier\n").unwrap();
+        let mut t = FileTarget::open(&path).unwrap();
+        assert_eq!(t.len().unwrap(), 8, "read from the file at first");
+        t.append(b"0123456789").unwrap();
+        assert_eq!(t.len().unwrap(), 18);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 18);
+        t.truncate(8).unwrap();
+        assert_eq!(t.len().unwrap(), 8, "asked again after a truncation");
+        // Something else grew the file: a reopen forgets what we knew.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"xyz")
+            .unwrap();
+        t.reopen().unwrap();
+        assert_eq!(t.len().unwrap(), 11);
     }
 }
