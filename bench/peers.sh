@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # purposegate side by side with its peers (issue 7), measured interleaved in
 # one run on loopback: direct to the upstream, nginx 1.22 as a plain reverse
-# proxy, HAProxy 2.6 checking RS256 JWTs + claim ACLs + access log, and
+# proxy, purposegate's own transport with no checks (examples/
+# bench_bare_proxy: what the Rust HTTP stack costs on its own), HAProxy 2.6
+# checking RS256 JWTs + claim ACLs + access log, and
 # purposegate doing its whole job (RS256 token, default policy, consent file,
 # audit log with fsync batch and, separately, never). Also the "every token
 # unique" scenario (verified-token cache always missing), the disk's
@@ -34,12 +36,12 @@ need openssl openssl
 need taskset util-linux
 export PATH="$PATH:/usr/sbin"
 
-RUNS=$((ROUNDS * (5 * 2 + 2)))
+RUNS=$((ROUNDS * (6 * 2 + 2)))
 PLANNED=$((RUNS * DUR + 6 + 60))
-echo "plan: $ROUNDS rounds × (5 targets × {64 conns, 1 conn} + 2 targets × unique tokens) × ${DUR}s = $RUNS runs, about ${PLANNED}s with set-up (plus the build)" >&2
+echo "plan: $ROUNDS rounds × (6 targets × {64 conns, 1 conn} + 2 targets × unique tokens) × ${DUR}s = $RUNS runs, about ${PLANNED}s with set-up (plus the build)" >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-cargo build --release --locked --quiet --bin purposegate --example bench_upstream --example mint_many
+cargo build --release --locked --quiet --bin purposegate --example bench_upstream --example mint_many --example bench_bare_proxy
 BIN=$PWD/target/release/purposegate
 WORK=$(mktemp -d)
 PIDS=()
@@ -111,6 +113,12 @@ sed -e "s#@WORK@#$WORK#g" -e "s#@UP_PORT@#$UP_PORT#g" -e "s#@PORT@#${PORT[nginx]
 spawn "$WORK/nginx.out" taskset -c 1 nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf"
 PID[nginx]=$LAST_PID
 
+# purposegate's own transport (hyper server, pooled inline upstream
+# connections, mimalloc) with no checks and no audit: what the stack costs.
+PORT[bare]=$(free_port)
+spawn "$WORK/bare.log" taskset -c 1 target/release/examples/bench_bare_proxy "127.0.0.1:${PORT[bare]}" "127.0.0.1:$UP_PORT"
+PID[bare]=$LAST_PID
+
 PORT[haproxy]=$(free_port)
 sed -e "s#@PUBKEY@#$WORK/bench-1.pub.pem#g" -e "s#@UP_PORT@#$UP_PORT#g" -e "s#@PORT@#${PORT[haproxy]}#g" \
   "$BENCH/haproxy.cfg.tmpl" > "$WORK/haproxy.cfg"
@@ -142,7 +150,7 @@ start_pg pg-never never ""
 # Every token unique: a cache of one entry guarantees that no cycled token is
 # ever found there (each request still pays the lookup and the insert).
 start_pg pg-unique batch ", cache_max_entries: 1"
-for t in nginx haproxy; do wait_port "${PORT[$t]}"; done
+for t in nginx bare haproxy; do wait_port "${PORT[$t]}"; done
 
 # --- every peer checks what it claims to check --------------------------------
 expect() { # $1 target, $2 label, $3 token, $4 want ("200" or "refused")
@@ -153,7 +161,7 @@ expect() { # $1 target, $2 label, $3 token, $4 want ("200" or "refused")
   echo "  $1: $2 → $got" >&2
 }
 echo "sanity checks:" >&2
-for t in direct nginx; do expect "$t" "valid token" "$TOKEN" 200; done
+for t in direct nginx bare; do expect "$t" "valid token" "$TOKEN" 200; done
 for t in haproxy pg-batch pg-never pg-unique; do
   expect "$t" "valid token" "$TOKEN" 200
   expect "$t" "no token" "" refused
@@ -208,7 +216,7 @@ print(t, s, rps, p50, p99, reqs, bad, errs, f"{us(dc):.2f}", rss, f"{us(du):.2f}
 PY
   echo "  round $r: $t $2: $rps req/s, p50 $p50 ms, CPU 1 busy outside proxy+upstream $(tail -n1 "$RESULTS" | cut -d' ' -f12)%" >&2
 }
-TARGETS=(direct nginx haproxy pg-batch pg-never)
+TARGETS=(direct nginx bare haproxy pg-batch pg-never)
 echo "warm-up ..." >&2
 for t in "${TARGETS[@]}" pg-unique; do r=0 measure "$t" c64 1 warmup; done
 START=$(date +%s)

@@ -25,6 +25,7 @@ ex = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[2]) if "=" in l)
 NAMES = {
     "direct": "direct to the upstream",
     "nginx": "nginx 1.22 plain proxy (no auth, no log)",
+    "bare": "purposegate's transport alone (no checks, no audit)",
     "haproxy": "HAProxy 2.6 jwt_verify RS256 + ACLs + log",
     "pg-batch": "purposegate, fsync batch",
     "pg-never": "purposegate, fsync never",
@@ -104,4 +105,10 @@ print()
 print("Other req/s ratios: " + ", ".join(
     f"{a} ÷ {b} ({SCEN[s]}): {fmt(ratio(med(a, s, 'rps'), med(b, s, 'rps')), 2)}×"
     for a, s, b in [("pg-batch", "c64", "direct"), ("nginx", "c64", "direct"), ("haproxy", "c64", "direct"),
+                    ("bare", "c64", "nginx"), ("pg-batch", "c64", "bare"), ("pg-never", "c64", "bare"),
                     ("pg-batch", "c1", "direct"), ("pg-never", "c1", "nginx")]))
+bare_cpu, pg_cpu = med("bare", "c64", "cpu"), med(pg, "c64", "cpu")
+if bare_cpu is not None and pg_cpu is not None:
+    print()
+    print(f"CPU per request at 64 conns: the transport alone {bare_cpu:.1f} µs, purposegate (batch) {pg_cpu:.1f} µs: "
+          f"the checks and the audit trail add {pg_cpu - bare_cpu:.1f} µs (nginx {fmt(ng_cpu, 1)} µs).")
