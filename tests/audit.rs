@@ -195,7 +195,22 @@ async fn full_disk_fails_closed_then_recovers_without_a_gap() {
         assert_eq!(status, 200);
     }
     assert!(saw_503, "the log never filled up");
-    assert_eq!(readyz(served.admin).await, 503, "unready while failing");
+    // A group that did not fit is cut back off the file, so a smaller one
+    // (a single record, or the writer's own `resumed` probe) may still fit in
+    // what is left and briefly make the sink healthy again. Once nothing fits
+    // any more, requests fail closed and the proxy reports itself unready.
+    let (addr, admin) = (served.addr, served.admin);
+    let token_ref = &token;
+    assert!(
+        common::within(Duration::from_secs(10), || async move {
+            let (status, _) = try_get(addr, PATH, Some(token_ref)).await.unwrap();
+            assert!(status == 200 || status == 503, "{status}");
+            status == 503 && readyz(admin).await == 503
+        })
+        .await
+        .is_some(),
+        "never unready while failing"
+    );
     let (status, _) = try_get(served.addr, PATH, Some(&token)).await.unwrap();
     assert_eq!(status, 503, "still failing closed");
 
@@ -220,7 +235,7 @@ async fn full_disk_fails_closed_then_recovers_without_a_gap() {
     let resumed = &records(&log)[0];
     assert_eq!(resumed["event"], "resumed");
     assert_eq!(resumed["seq"].as_u64().unwrap(), last_seq + 1, "no gap");
-    assert!(resumed["unwritten_records"].as_u64().unwrap() >= 2);
+    assert!(resumed["unwritten_records"].as_u64().unwrap() >= 1);
     let (code, out, err) = verify(&[archived, log], None);
     assert_eq!(code, 0, "{out}{err}");
 }
