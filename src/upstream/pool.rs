@@ -56,6 +56,9 @@ struct Idle {
 pub struct ConnPool {
     addr: String,
     connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// Oldest first: connections are returned to and taken from the end, so
+    /// the ones idle longest sit at the front.
     idle: Mutex<Vec<Idle>>,
 }
 
@@ -64,6 +67,7 @@ impl ConnPool {
         Arc::new(ConnPool {
             addr,
             connect_timeout,
+            idle_timeout: IDLE_TIMEOUT,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -132,7 +136,7 @@ impl ConnPool {
     fn pop(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < IDLE_TIMEOUT {
+            if entry.since.elapsed() < self.idle_timeout {
                 return Some(entry.conn);
             }
         }
@@ -146,6 +150,10 @@ impl ConnPool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
+        // Close the connections idle too long (a prefix, as they are oldest
+        // first), so that a pool busier at its end still lets them go.
+        let expired = idle.partition_point(|e| e.since.elapsed() >= self.idle_timeout);
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 conn,
@@ -216,5 +224,73 @@ impl Drop for PooledBody {
                 self.pool.put(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts connections, keeps them open and never
+    /// answers: the pool only needs open connections here.
+    async fn sink() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    fn idle_len(pool: &ConnPool) -> usize {
+        pool.idle.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire_even_when_the_pool_stays_busy() {
+        let pool = Arc::new(ConnPool {
+            idle_timeout: Duration::from_millis(100),
+            ..Arc::into_inner(ConnPool::new(sink().await, Duration::from_secs(1))).unwrap()
+        });
+        for _ in 0..3 {
+            let conn = pool.connect().await.unwrap();
+            pool.put(conn);
+        }
+        assert_eq!(idle_len(&pool), 3);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // A busy pool returns and takes connections at its end; the three
+        // old ones at the front must go all the same.
+        let fresh = pool.connect().await.unwrap();
+        pool.put(fresh);
+        assert_eq!(idle_len(&pool), 1, "the expired connections were closed");
+        assert!(pool.pop().is_some(), "the fresh one is handed out");
+        assert!(pool.pop().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_idle_connections() {
+        let pool = ConnPool::new(sink().await, Duration::from_secs(1));
+        for _ in 0..MAX_IDLE + 5 {
+            let conn = pool.connect().await.unwrap();
+            pool.put(conn);
+        }
+        assert_eq!(idle_len(&pool), MAX_IDLE);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_upstream_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool = ConnPool::new(format!("127.0.0.1:{port}"), Duration::from_millis(500));
+        assert!(matches!(
+            pool.connect().await,
+            Err(Reason::UpstreamUnavailable)
+        ));
     }
 }
