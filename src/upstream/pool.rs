@@ -152,13 +152,14 @@ impl ConnPool {
         };
         // Close the connections idle too long (a prefix, as they are oldest
         // first), so that a pool busier at its end still lets them go.
-        let expired = idle.partition_point(|e| e.since.elapsed() >= self.idle_timeout);
-        idle.drain(..expired);
+        let now = Instant::now();
+        let too_old = |e: &Idle| now.saturating_duration_since(e.since) >= self.idle_timeout;
+        if idle.first().is_some_and(too_old) {
+            let expired = idle.partition_point(too_old);
+            idle.drain(..expired);
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(Idle { conn, since: now });
         }
     }
 
