@@ -1,5 +1,6 @@
 //! Plain-HTTP upstream connections (src/upstream/pool.rs): reused across
-//! requests, replaced when the upstream closes them, never reused after a
+//! requests (bodies of known length and chunked ones), replaced when the
+//! upstream closes them, never reused after a
 //! response body that was not read to its end, and bounded by the number of
 //! concurrent requests.
 
@@ -29,6 +30,23 @@ async fn sequential_requests_share_one_upstream_connection() {
         assert_eq!(&resp.body[..], b"user content");
     }
     assert_eq!(h.upstream.count(), 20);
+    assert_eq!(h.upstream.connections(), 1, "one connection, reused");
+}
+
+#[tokio::test]
+async fn a_chunked_body_read_to_its_end_returns_its_connection() {
+    let h = Harness::start().await;
+    let streamed = "/v1/users/u1/conversations/streamed";
+    let mut reply = Reply::ok(&[("x-content-owner", "u1")]);
+    reply.stream_bytes = Some(300 * 1024); // chunked: no content-length
+    h.upstream.reply(streamed, reply);
+    let token = h.token(&Tok::support("u1"));
+    for _ in 0..5 {
+        let resp = h.get(streamed, Some(&token)).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body.len(), 300 * 1024);
+        assert!(resp.headers.get("content-length").is_none(), "chunked");
+    }
     assert_eq!(h.upstream.connections(), 1, "one connection, reused");
 }
 

@@ -111,6 +111,7 @@ impl ConnPool {
             body,
             conn: Some(conn),
             pool: Arc::clone(self),
+            ended: false,
         })
     }
 
@@ -188,6 +189,10 @@ pub struct PooledBody {
     /// Boxed: the connection is large and moves between body and pool.
     conn: Option<Box<Conn>>,
     pool: Arc<ConnPool>,
+    /// The body said it ended (`None`). A body of known length also ends
+    /// when `is_end_stream` turns true, which a reader may stop at; a
+    /// chunked one only says so by returning `None`.
+    ended: bool,
 }
 
 impl Body for PooledBody {
@@ -204,7 +209,11 @@ impl Body for PooledBody {
                 this.conn = None;
             }
         }
-        Pin::new(&mut this.body).poll_frame(cx)
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -221,7 +230,7 @@ impl Drop for PooledBody {
         if let Some(conn) = self.conn.take() {
             // Only a connection whose response was read to the end can carry
             // another request.
-            if self.body.is_end_stream() {
+            if self.ended || self.body.is_end_stream() {
                 self.pool.put(conn);
             }
         }
