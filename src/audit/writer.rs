@@ -383,19 +383,6 @@ impl Writer {
     /// arrives within it) into one group.
     fn collect(&self, first: Msg, rx: &mut mpsc::Receiver<Msg>) -> Vec<Msg> {
         let mut batch = vec![first];
-        // Woken by the first record of a group: without an fsync to wait
-        // for, step aside once so that a request thread sharing this core
-        // queues what it has in hand before the group is cut. On a core of
-        // its own this returns at once. On a shared core (a sidecar beside
-        // its store) it turns one writer run per few records into one per
-        // many, and the store then also gets its requests in batches: with
-        // `fsync: never` context switches per request fell from ~1.1 to ~0.1
-        // and CPU per request by ~20 % (bench/peers.sh, README
-        // "Benchmarks"). With `batch` the previous group's fdatasync already
-        // lets records gather; yielding there only delayed the next one.
-        if self.fsync == FsyncPolicy::Never {
-            std::thread::yield_now();
-        }
         drain(rx, &mut batch);
         if self.fsync == FsyncPolicy::Batch && !self.window.is_zero() && batch.len() < MAX_BATCH {
             std::thread::sleep(self.window);
