@@ -15,6 +15,14 @@ DUR=${1:-3}
 WINDOW_US=${2:-0}
 PIN=${PIN:-1}
 on_cpu() { if [ "$PIN" = 1 ]; then taskset -c "$@"; else shift; "$@"; fi; }
+# Starts a command in the background on a CPU and records its PID. The
+# subshell execs the command, so the PID recorded is the command's own and
+# stop_started really stops it (killing a backgrounded shell function would
+# leave its child running).
+start_on_cpu() { # $1 CPU, rest: command (redirect at the call site)
+  (if [ "$PIN" = 1 ]; then exec taskset -c "$@"; else shift; exec "$@"; fi) &
+  PIDS+=($!)
+}
 need_wrk
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream
@@ -25,7 +33,7 @@ cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 UP_PORT=$(free_port)
-on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null 2>&1 & PIDS+=($!)
+start_on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null 2>&1
 
 bench_dev_token
 
@@ -43,7 +51,7 @@ consent_file: "consent.yaml"
 upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
 audit: {path: "audit-$1/audit.jsonl", fsync: "$1", batch_window_us: $WINDOW_US}
 YAML
-  RUST_LOG=warn on_cpu 1 "$BIN" serve --config "$WORK/config-$1.yaml" >/dev/null 2>"$WORK/proxy-$1.log" & PIDS+=($!)
+  RUST_LOG=warn start_on_cpu 1 "$BIN" serve --config "$WORK/config-$1.yaml" >/dev/null 2>"$WORK/proxy-$1.log"
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   PORT[$1]=$port
 }
