@@ -15,14 +15,6 @@ DUR=${1:-3}
 WINDOW_US=${2:-0}
 PIN=${PIN:-1}
 on_cpu() { if [ "$PIN" = 1 ]; then taskset -c "$@"; else shift; "$@"; fi; }
-# Starts a command in the background on a CPU and records its PID. The
-# subshell execs the command, so the PID recorded is the command's own and
-# stop_started really stops it (killing a backgrounded shell function would
-# leave its child running).
-start_on_cpu() { # $1 CPU, rest: command (redirect at the call site)
-  (if [ "$PIN" = 1 ]; then exec taskset -c "$@"; else shift; exec "$@"; fi) &
-  PIDS+=($!)
-}
 need_wrk
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream
@@ -38,24 +30,10 @@ start_on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev
 bench_dev_token
 
 declare -A PORT
-start_proxy() { # $1 = fsync policy; sets PORT[$1] (no command substitution: the
-  # background proxy would hold its pipe open, and PIDS would not reach cleanup)
-  local port admin
-  port=$(free_port); admin=$(free_port)
-  cat > "$WORK/config-$1.yaml" <<YAML
-listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin"
-jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"}
-policy_dir: "policies"
-consent_file: "consent.yaml"
-upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
-audit: {path: "audit-$1/audit.jsonl", fsync: "$1", batch_window_us: $WINDOW_US}
-YAML
-  RUST_LOG=warn start_on_cpu 1 "$BIN" serve --config "$WORK/config-$1.yaml" >/dev/null 2>"$WORK/proxy-$1.log"
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  PORT[$1]=$port
-}
-for f in always batch never; do start_proxy "$f"; done
+for f in always batch never; do
+  start_bench_proxy "$f" "$f" ", batch_window_us: $WINDOW_US"
+  PORT[$f]=$PROXY_PORT
+done
 
 cat > "$WORK/auth.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"

@@ -17,6 +17,8 @@
 # Bounded in time (the plan is printed first); stops only what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 DUR=${DUR:-5}
 ROUNDS=${ROUNDS:-3}
 UNIQUE=${UNIQUE:-20000}
@@ -44,12 +46,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream --example mint_many --example bench_bare_proxy
 BIN=$PWD/target/release/purposegate
 WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
+cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
@@ -60,7 +57,6 @@ spawn() { # $1 log file, rest: command
   LAST_PID=$!
   PIDS+=("$LAST_PID")
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # $1 port
   for _ in $(seq 100); do
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return
@@ -125,25 +121,10 @@ sed -e "s#@PUBKEY@#$WORK/bench-1.pub.pem#g" -e "s#@UP_PORT@#$UP_PORT#g" -e "s#@P
 spawn "$WORK/haproxy-access.log" taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg"
 PID[haproxy]=$LAST_PID
 
-mkdir -p "$WORK/policies"
-cp policies/*.yaml "$WORK/policies/" && rm -f "$WORK/policies/consent.yaml"
-cp policies/consent.yaml "$WORK/consent.yaml"
+bench_policy
 start_pg() { # $1 name, $2 fsync policy, $3 extra jwt settings; sets PORT/PID[$1]
-  local port admin
-  port=$(free_port); admin=$(free_port)
-  cat > "$WORK/config-$1.yaml" <<YAML
-listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin"
-jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"$3}
-policy_dir: "policies"
-consent_file: "consent.yaml"
-upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
-audit: {path: "audit-$1/audit.jsonl", fsync: "$2"}
-YAML
-  spawn "$WORK/proxy-$1.log" env RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$WORK/config-$1.yaml"
-  PID[$1]=$LAST_PID; PORT[$1]=$port
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "purposegate $1 did not become ready; its log:" >&2; cat "$WORK/proxy-$1.log" >&2; exit 1
+  start_bench_proxy "$1" "$2" "" "$3"
+  PID[$1]=$PROXY_PID; PORT[$1]=$PROXY_PORT
 }
 start_pg pg-batch batch ""
 start_pg pg-never never ""

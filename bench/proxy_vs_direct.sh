@@ -19,28 +19,12 @@ cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 UP_PORT=$(free_port)
-taskset -c 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null & PIDS+=($!)
+start_on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null
 
 bench_dev_token
 
-start_proxy() { # $1 = fsync policy; sets PROXY_PORT (no subshell: PIDS must survive)
-  local port admin
-  port=$(free_port); admin=$(free_port)
-  cat > "$WORK/config-$1.yaml" <<YAML
-listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin"
-jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"}
-policy_dir: "policies"
-consent_file: "consent.yaml"
-upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
-audit: {path: "audit-$1/audit.jsonl", fsync: "$1"}
-YAML
-  RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$WORK/config-$1.yaml" 2>"$WORK/proxy-$1.log" & PIDS+=($!)
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  PROXY_PORT=$port
-}
-start_proxy batch; P_BATCH=$PROXY_PORT
-start_proxy never; P_NEVER=$PROXY_PORT
+start_bench_proxy batch batch; P_BATCH=$PROXY_PORT
+start_bench_proxy never never; P_NEVER=$PROXY_PORT
 
 cat > "$WORK/auth.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"

@@ -20,30 +20,13 @@ cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 UP_PORT=$(free_port)
-taskset -c 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null & PIDS+=($!)
+start_on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null
 
 bench_dev_token
 "$BIN" certs dev "$WORK/certs" >/dev/null
 
-start_proxy() { # $1 = name, $2 = extra YAML; sets PORT (no subshell: PIDS must keep the pid)
-  local port admin
-  port=$(free_port); admin=$(free_port)
-  cat > "$WORK/config-$1.yaml" <<YAML
-listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin"
-jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"}
-policy_dir: "policies"
-consent_file: "consent.yaml"
-upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
-audit: {path: "audit-$1/audit.jsonl", fsync: "never"}
-$2
-YAML
-  RUST_LOG=warn taskset -c 1 "$BIN" serve --config "$WORK/config-$1.yaml" 2>"$WORK/proxy-$1.log" & PIDS+=($!)
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  PORT=$port
-}
-start_proxy plain ""; P_PLAIN=$PORT
-start_proxy tls "tls: {cert_file: certs/server.pem, key_file: certs/server.key}"; P_TLS=$PORT
+start_bench_proxy plain never; P_PLAIN=$PROXY_PORT
+start_bench_proxy tls never "" "" "tls: {cert_file: certs/server.pem, key_file: certs/server.key}"; P_TLS=$PROXY_PORT
 
 PATH_="/v1/users/u1/conversations/c1"
 # Sanity: TLS really answers, and the proxy really checks.
