@@ -161,6 +161,9 @@ async fn every_request_has_a_decision_record_and_allowed_ones_complete() {
         ] {
             assert!(r.get(f).is_some(), "field {f} missing in {r}");
         }
+        // The client's own address and port (worked out once per connection).
+        let client: std::net::SocketAddr = r["client_addr"].as_str().unwrap().parse().unwrap();
+        assert!(client.ip().is_loopback() && client.port() != 0, "{r}");
     }
     for w in records.windows(2) {
         assert_eq!(w[1]["prev_hash"], w[0]["hash"]);

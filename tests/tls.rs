@@ -830,18 +830,24 @@ async fn upstream_over_tls_with_a_custom_ca() {
     assert_eq!(seen[0].version, Version::HTTP_2);
 }
 
+/// The upstream TLS settings (flow-map members) trusting the test CA and
+/// presenting `cert`/`key`.
+fn upstream_tls_keys(pki: &Pki, cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        ", ca_file: \"{}\", client_cert_file: \"{}\", client_key_file: \"{}\"",
+        pki.path("ca.pem").display(),
+        cert.display(),
+        key.display()
+    )
+}
+
 #[tokio::test]
 async fn upstream_over_tls_presents_the_client_certificate() {
     let pki = Pki::new();
     let proxy_id = pki.ca.client("purposegate-proxy", 30).unwrap();
     let (cert, key) = write_pair(pki.dir.path(), "proxy", &proxy_id);
     let (addr, seen) = tls_upstream(&pki, Some(pki.path("ca.pem"))).await;
-    let keys = format!(
-        ", ca_file: \"{}\", client_cert_file: \"{}\", client_key_file: \"{}\"",
-        pki.path("ca.pem").display(),
-        cert.display(),
-        key.display()
-    );
+    let keys = upstream_tls_keys(&pki, &cert, &key);
     let h = proxy_to_https(addr, &keys).await;
     let resp = h.get(PATH, Some(&h.token(&Tok::abuse("u1")))).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
@@ -957,12 +963,7 @@ async fn upstream_client_certificate_rotation_is_picked_up() {
     let first = pki.ca.client("purposegate-proxy-1", 30).unwrap();
     let (cert, key) = write_pair(pki.dir.path(), "proxy", &first);
     let (addr, seen) = tls_upstream(&pki, Some(pki.path("ca.pem"))).await;
-    let keys = format!(
-        ", ca_file: \"{}\", client_cert_file: \"{}\", client_key_file: \"{}\"",
-        pki.path("ca.pem").display(),
-        cert.display(),
-        key.display()
-    );
+    let keys = upstream_tls_keys(&pki, &cert, &key);
     let h = proxy_to_https(addr, &keys).await;
     let token = h.token(&Tok::abuse("u1"));
     assert_eq!(h.get(PATH, Some(&token)).await.status, 200);

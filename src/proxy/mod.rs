@@ -43,8 +43,7 @@ pub use body::{AuditedBody, ProxyBody};
 /// What is known about a client connection, worked out once when it is
 /// accepted rather than on every request it carries.
 pub struct ClientConn {
-    pub addr: SocketAddr,
-    /// `addr` as the audit record's `client_addr`.
+    /// The peer address as the audit record's `client_addr`.
     addr_text: String,
     /// The IP address alone, as `X-Forwarded-For` carries it.
     ip_text: String,
@@ -55,7 +54,6 @@ pub struct ClientConn {
 impl ClientConn {
     pub fn new(addr: SocketAddr, cert_subject: Option<crate::tls::PeerSubject>) -> Self {
         ClientConn {
-            addr,
             addr_text: addr.to_string(),
             ip_text: addr.ip().to_string(),
             cert_subject,

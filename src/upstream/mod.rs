@@ -152,10 +152,6 @@ impl Upstream {
         Uri::from_parts(parts).map_err(|_| Reason::NonCanonicalPath)
     }
 
-    pub fn authority(&self) -> &Authority {
-        &self.authority
-    }
-
     pub fn host_header(&self) -> &HeaderValue {
         &self.host
     }
@@ -208,8 +204,8 @@ fn client(cfg: &UpstreamConfig) -> Result<Pool, ConfigError> {
     connector.set_connect_timeout(Some(cfg.connect_timeout));
     connector.enforce_http(false);
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(pool::MAX_IDLE)
         .build(https_connector(cfg, connector)?))
 }
 

@@ -27,10 +27,12 @@ use tokio::net::TcpStream;
 
 use crate::policy::Reason;
 
-/// How long an idle connection may wait in the pool before it is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most idle connections kept per upstream; more are closed when returned.
-const MAX_IDLE: usize = 256;
+/// How long an idle connection may wait in the pool before it is closed
+/// (also the TLS client's setting).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle connections kept per upstream; more are closed when returned
+/// (also the TLS client's setting).
+pub(crate) const MAX_IDLE: usize = 256;
 
 /// One HTTP/1.1 connection to the upstream: the request half and the
 /// connection future that does its I/O.
