@@ -17,10 +17,11 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::keys::{KeyKind, VerifyKey};
+use super::signature::SigKey;
 use crate::config::ConfigError;
 
 /// base64url as RFC 7517 requires (unpadded), tolerating padding that some
@@ -115,7 +116,7 @@ fn parse_jwk(jwk: &Value) -> Result<Parsed, String> {
         },
     };
     let kid = opt_str(obj, "kid")?.map(str::to_string);
-    let Some((kind, key)) = key_material(obj)? else {
+    let Some((kind, key)) = key_material(obj, alg)? else {
         return Ok(Parsed::Skip("unsupported key type or curve"));
     };
     if let Some(alg) = alg.filter(|a| !kind.fits(*a)) {
@@ -141,9 +142,14 @@ fn not_for_signatures(obj: &Map<String, Value>) -> Result<Option<&'static str>, 
     }
 }
 
-fn key_material(obj: &Map<String, Value>) -> Result<Option<(KeyKind, DecodingKey)>, String> {
+/// The key's type and its prepared material. An RSA key whose JWK names an
+/// `alg` is prepared for that algorithm only (it may verify no other).
+fn key_material(
+    obj: &Map<String, Value>,
+    alg: Option<Algorithm>,
+) -> Result<Option<(KeyKind, SigKey)>, String> {
     match req_str(obj, "kty")? {
-        "RSA" => rsa_key(obj).map(Some),
+        "RSA" => rsa_key(obj, alg).map(Some),
         "EC" => ec_key(obj),
         "OKP" => okp_key(obj),
         "oct" => Err(
@@ -154,7 +160,7 @@ fn key_material(obj: &Map<String, Value>) -> Result<Option<(KeyKind, DecodingKey
     }
 }
 
-fn rsa_key(obj: &Map<String, Value>) -> Result<(KeyKind, DecodingKey), String> {
+fn rsa_key(obj: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyKind, SigKey), String> {
     let n = b64_member(obj, "n")?;
     let e = b64_member(obj, "e")?;
     let (n, e) = (strip_leading_zeros(&n), strip_leading_zeros(&e));
@@ -167,13 +173,15 @@ fn rsa_key(obj: &Map<String, Value>) -> Result<(KeyKind, DecodingKey), String> {
     if e.is_empty() {
         return Err("RSA exponent is zero".into());
     }
-    Ok((KeyKind::Rsa, DecodingKey::from_rsa_raw_components(n, e)))
+    // An `alg` that does not fit an RSA key is refused by the caller.
+    let only = alg.filter(|a| KeyKind::Rsa.fits(*a));
+    Ok((KeyKind::Rsa, SigKey::rsa(n, e, only)?))
 }
 
-fn ec_key(obj: &Map<String, Value>) -> Result<Option<(KeyKind, DecodingKey)>, String> {
-    let (kind, len) = match req_str(obj, "crv")? {
-        "P-256" => (KeyKind::EcP256, 32),
-        "P-384" => (KeyKind::EcP384, 48),
+fn ec_key(obj: &Map<String, Value>) -> Result<Option<(KeyKind, SigKey)>, String> {
+    let (kind, alg, len) = match req_str(obj, "crv")? {
+        "P-256" => (KeyKind::EcP256, Algorithm::ES256, 32),
+        "P-384" => (KeyKind::EcP384, Algorithm::ES384, 48),
         _ => return Ok(None),
     };
     let x = b64_member(obj, "x")?;
@@ -186,10 +194,10 @@ fn ec_key(obj: &Map<String, Value>) -> Result<Option<(KeyKind, DecodingKey)>, St
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    Ok(Some((kind, DecodingKey::from_ec_der(&point))))
+    Ok(Some((kind, SigKey::ec(alg, &point)?)))
 }
 
-fn okp_key(obj: &Map<String, Value>) -> Result<Option<(KeyKind, DecodingKey)>, String> {
+fn okp_key(obj: &Map<String, Value>) -> Result<Option<(KeyKind, SigKey)>, String> {
     if req_str(obj, "crv")? != "Ed25519" {
         return Ok(None);
     }
@@ -197,7 +205,7 @@ fn okp_key(obj: &Map<String, Value>) -> Result<Option<(KeyKind, DecodingKey)>, S
     if x.len() != 32 {
         return Err("x of an Ed25519 key must be 32 bytes".into());
     }
-    Ok(Some((KeyKind::Ed25519, DecodingKey::from_ed_der(&x))))
+    Ok(Some((KeyKind::Ed25519, SigKey::ed25519(&x)?)))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
@@ -238,8 +246,28 @@ mod tests {
         json!({"kty": "RSA", "kid": kid, "n": b64(&n), "e": "AQAB"})
     }
 
+    /// A real point of the curve when `len` fits it (keys are parsed on
+    /// load, so a made-up point is refused), made-up bytes otherwise.
     fn ec(kid: &str, crv: &str, len: usize) -> Value {
-        json!({"kty": "EC", "kid": kid, "crv": crv, "x": b64(&vec![1; len]), "y": b64(&vec![2; len])})
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _};
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+        };
+        let alg = match (crv, len) {
+            ("P-256", 32) => Some(&ECDSA_P256_SHA256_FIXED_SIGNING),
+            ("P-384", 48) => Some(&ECDSA_P384_SHA384_FIXED_SIGNING),
+            _ => None,
+        };
+        let point = match alg {
+            Some(alg) => EcdsaKeyPair::generate(alg)
+                .unwrap()
+                .public_key()
+                .as_ref()
+                .to_vec(),
+            None => [vec![4], vec![1; len], vec![2; len]].concat(),
+        };
+        let (x, y) = point[1..].split_at(len);
+        json!({"kty": "EC", "kid": kid, "crv": crv, "x": b64(x), "y": b64(y)})
     }
 
     fn parse(keys: Vec<Value>) -> Result<Vec<VerifyKey>, ConfigError> {
@@ -300,6 +328,9 @@ mod tests {
         let small = json!({"kty": "RSA", "n": b64(&[0xFF; 128]), "e": "AQAB"});
         assert!(err(vec![small]).contains("shorter than 2048 bits"));
         assert!(err(vec![ec("short", "P-256", 31)]).contains("32 bytes"));
+        let mut off_curve = ec("off", "P-256", 32);
+        off_curve["y"] = json!(b64(&[2; 32]));
+        assert!(err(vec![off_curve]).contains("keys[0] (kid \"off\"): x and y are not a point"));
         let mut mism = ec("m", "P-256", 32);
         mism["alg"] = json!("ES384");
         assert!(err(vec![mism]).contains("ES384 cannot be used with a EC P-256 key"));

@@ -6,9 +6,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use sha2::{Digest, Sha256};
 
+use super::signature::SigKey;
 use super::{jwks, AuthError};
 use crate::config::{ConfigError, JwtConfig};
 
@@ -64,13 +65,13 @@ impl fmt::Display for KeyKind {
 }
 
 /// One key that can verify signatures.
-#[derive(Debug)] // DecodingKey redacts its bytes
+#[derive(Debug)] // SigKey redacts its bytes
 pub(crate) struct VerifyKey {
     pub kid: Option<String>,
     pub kind: KeyKind,
     /// The JWK `alg` member; when present the token's `alg` must equal it.
     pub alg: Option<Algorithm>,
-    pub key: DecodingKey,
+    pub key: SigKey,
 }
 
 impl VerifyKey {
@@ -210,13 +211,11 @@ fn secret_key(path: &Path, bytes: &[u8]) -> Result<VerifyKey, ConfigError> {
             format!("the HS256 secret must be at least {MIN_SECRET_BYTES} bytes long"),
         ));
     }
-    let key = DecodingKey::from_secret(secret)
-        .map_err(|e| ConfigError::new(path, None, format!("unusable HS256 secret: {e}")))?;
     Ok(VerifyKey {
         kid: None,
         kind: KeyKind::Hmac,
         alg: Some(Algorithm::HS256),
-        key,
+        key: SigKey::hmac_sha256(secret),
     })
 }
 
@@ -237,7 +236,7 @@ mod tests {
             kind,
             alg,
             // The bytes do not matter for selection.
-            key: DecodingKey::from_ed_der(&[0; 32]),
+            key: SigKey::hmac_sha256(&[0; 32]),
         }
     }
 

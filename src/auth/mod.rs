@@ -4,7 +4,8 @@
 //! dev keys (`mint`).
 //!
 //! Layout: `bearer` finds the token, `jose` splits it and reads its header,
-//! `keys` and `jwks` load and select verification keys, `registered` checks
+//! `keys` and `jwks` load and select verification keys, `signature`
+//! checks signatures with keys parsed once, `registered` checks
 //! `iss`/`aud`/`exp`/`iat`/`nbf`, `extract` maps the payload to `Claims`,
 //! `cache` remembers verified tokens and `verifier` ties them together.
 //! `issuer` holds one issuer's live keys; `remote` fetches them from the
@@ -22,6 +23,7 @@ mod keys;
 pub mod mint;
 mod registered;
 mod remote;
+mod signature;
 mod verifier;
 
 #[cfg(test)]

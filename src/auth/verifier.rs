@@ -2,8 +2,8 @@
 //! Order of checks (each failure ends it): envelope shape → issuer chosen by
 //! the (still unverified) `iss`, only when several issuers are configured →
 //! header `alg` allowed → `crit` absent → key chosen by `kid` and fitting
-//! `alg` → signature (by `jsonwebtoken`) → registered claims at `now` (which
-//! re-checks `iss`, now verified) → claim types. The payload is only read
+//! `alg` → signature (`signature`, with keys parsed at load) → registered
+//! claims at `now` (which re-checks `iss`, now verified) → claim types. The payload is only read
 //! before its signature checks out to pick the issuer's key set.
 //!
 //! Each issuer owns its keys and verified-token cache (`issuer`); remote key
