@@ -27,8 +27,8 @@ use super::AuthError;
 
 /// Key material ready to check signatures.
 pub(crate) enum SigKey {
-    /// The HS256 secret.
-    Hmac(hmac::Key),
+    /// The HS256 secret (boxed: aws-lc-rs keeps the whole HMAC context inline).
+    Hmac(Box<hmac::Key>),
     /// A public key, parsed once per algorithm it may verify.
     Public(Vec<(Algorithm, ParsedPublicKey)>),
 }
@@ -59,7 +59,7 @@ const RSA_ALGS: [(Algorithm, &RsaParameters); 6] = [
 
 impl SigKey {
     pub(crate) fn hmac_sha256(secret: &[u8]) -> SigKey {
-        SigKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret))
+        SigKey::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
     /// An RSA public key from its big-endian modulus and exponent, prepared
