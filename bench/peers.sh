@@ -73,6 +73,10 @@ status() { # $1 port, $2 token ('' for none) → HTTP status
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# "voluntary involuntary" context switches, summed over the threads of $1.
+# Involuntary ones are mostly preemptions by the upstream sharing CPU 1;
+# each costs a few µs here, so their rate explains much of the CPU/request.
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v + 0, n + 0}'; }
 # CPU 1's busy ticks (user+nice+system+irq+softirq+steal), to see what else ran there.
 cpu1_busy() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
@@ -181,19 +185,23 @@ measure() { # $1 target, $2 scenario (c64|c1|u64), $3 seconds; appends a row unl
   local t=$1 conns=64 script=$BENCH/auth.lua
   [ "$2" = c1 ] && conns=1
   [ "$2" = u64 ] && script=$BENCH/unique.lua
-  local pid=${PID[$t]} c0 u0 c1 u1 b0 b1 own
+  local pid=${PID[$t]} c0 u0 c1 u1 b0 b1 own v0 n0 v1 n1
+  read -r v0 n0 <<<"$(ctx_switches "$pid")"
   c0=$(cpu_ticks "$pid"); u0=$(cpu_ticks "$UP_PID"); b0=$(cpu1_busy)
   taskset -c 0 wrk -t1 -c"$conns" -d"$3s" --latency -s "$script" "http://127.0.0.1:${PORT[$t]}$PATH_" > "$WORK/wrk.out"
   c1=$(cpu_ticks "$pid"); u1=$(cpu_ticks "$UP_PID"); b1=$(cpu1_busy)
+  read -r v1 n1 <<<"$(ctx_switches "$pid")"
   [ "${4:-}" = warmup ] && return
   own=$(( (u1 - u0) + (pid == UP_PID ? 0 : c1 - c0) ))
   read -r rps p50 p99 reqs bad errs <<<"$(python3 "$BENCH/wrk_parse.py" "$WORK/wrk.out")"
-  python3 - "$t" "$2" "$rps" "$p50" "$p99" "$reqs" "$bad" "$errs" "$((c1 - c0))" "$((u1 - u0))" "$HZ" "$(rss_kib "$pid")" "$((b1 - b0 - own))" "$3" >> "$RESULTS" <<'PY'
+  python3 - "$t" "$2" "$rps" "$p50" "$p99" "$reqs" "$bad" "$errs" "$((c1 - c0))" "$((u1 - u0))" "$HZ" "$(rss_kib "$pid")" "$((b1 - b0 - own))" "$3" "$((v1 - v0))" "$((n1 - n0))" >> "$RESULTS" <<'PY'
 import sys
-t, s, rps, p50, p99, reqs, bad, errs, dc, du, hz, rss, other, secs = sys.argv[1:]
+t, s, rps, p50, p99, reqs, bad, errs, dc, du, hz, rss, other, secs, vol, invol = sys.argv[1:]
 us = lambda ticks: int(ticks) / int(hz) * 1e6 / max(1, int(reqs))
+per = lambda n: int(n) / max(1, int(reqs))
 other_pct = max(0, int(other)) / int(hz) / float(secs) * 100
-print(t, s, rps, p50, p99, reqs, bad, errs, f"{us(dc):.2f}", rss, f"{us(du):.2f}", f"{other_pct:.0f}")
+print(t, s, rps, p50, p99, reqs, bad, errs, f"{us(dc):.2f}", rss, f"{us(du):.2f}", f"{other_pct:.0f}",
+      f"{per(vol):.3f}", f"{per(invol):.3f}")
 PY
   echo "  round $r: $t $2: $rps req/s, p50 $p50 ms, CPU 1 busy outside proxy+upstream $(tail -n1 "$RESULTS" | cut -d' ' -f12)%" >&2
 }

@@ -19,7 +19,8 @@ for line in open(sys.argv[1]):
     rows[(target, scen)].append(
         dict(rps=float(f[2]), p50=float(f[3]), p99=float(f[4]), reqs=int(f[5]), bad=int(f[6]),
              errs=int(f[7]), cpu=float(f[8]), rss=int(f[9]), up_cpu=float(f[10]),
-             other=float(f[11]) if len(f) > 11 else float("nan")))
+             other=float(f[11]) if len(f) > 11 else float("nan"),
+             vol=float(f[12]) if len(f) > 13 else None, invol=float(f[13]) if len(f) > 13 else None))
 ex = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[2]) if "=" in l)
 
 NAMES = {
@@ -43,8 +44,17 @@ def fmt(v, d=0):
     return "–" if v is None else f"{v:,.{d}f}"
 
 
-print("| target | scenario | req/s median (min–max) | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | proxy RSS MiB | non-2xx / errors | CPU 1 other % |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+def switches(t, s):
+    """The proxy's context switches per request: involuntary (preempted,
+    mostly by the upstream waking on the same CPU) / voluntary (slept)."""
+    r = rows.get((t, s))
+    if t == "direct" or not r or r[0]["vol"] is None:
+        return "–"
+    return f"{med(t, s, 'invol'):.2f} / {med(t, s, 'vol'):.2f}"
+
+
+print("| target | scenario | req/s median (min–max) | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | proxy switches/req invol. / vol. | proxy RSS MiB | non-2xx / errors | CPU 1 other % |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in SCEN:
     for t in NAMES:
         r = rows.get((t, s))
@@ -56,6 +66,7 @@ for s in SCEN:
         print(f"| {NAMES[t]} | {SCEN[s]} | {fmt(st.median(rps))} ({fmt(min(rps))}–{fmt(max(rps))}) "
               f"| {med(t, s, 'p50'):.3f} | {med(t, s, 'p99'):.3f} "
               f"| {'–' if t == 'direct' else fmt(cpu, 1)} | {fmt(med(t, s, 'up_cpu'), 1)} "
+              f"| {switches(t, s)} "
               f"| {'–' if t == 'direct' else fmt(rss, 1)} | {sum(x['bad'] for x in r)} / {sum(x['errs'] for x in r)} "
               f"| {fmt(med(t, s, 'other'))} ({fmt(max(x['other'] for x in r))}) |")
 
