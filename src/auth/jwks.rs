@@ -4,8 +4,9 @@
 //! curve) and so that every problem is reported with the key it concerns.
 //!
 //! Refused outright (config error): invalid JSON, private key material,
-//! symmetric keys, malformed RSA/EC/OKP keys, an `alg` that does not fit the
-//! key, duplicate kids, no usable key at all. Skipped with a warning: keys
+//! symmetric keys, malformed RSA/EC/OKP keys (including an RSA modulus or
+//! exponent aws-lc-rs would refuse and an EC point off its curve), an `alg`
+//! that does not fit the key, duplicate kids, no usable key at all. Skipped with a warning: keys
 //! not meant for signatures (`use`, `key_ops`, an encryption `alg`) and key
 //! types or curves we do not support, so that an identity provider's JWKS
 //! that also lists such keys still loads.
@@ -170,8 +171,20 @@ fn rsa_key(obj: &Map<String, Value>, alg: Option<Algorithm>) -> Result<(KeyKind,
     if n.len() > RSA_MAX_BYTES {
         return Err("RSA modulus is longer than 8192 bits".into());
     }
-    if e.is_empty() {
-        return Err("RSA exponent is zero".into());
+    // What aws-lc-rs would otherwise refuse only when a token names the key
+    // (every signature then failing): an even modulus cannot be a product of
+    // two odd primes, an even exponent or 1 is no RSA exponent, and an
+    // exponent beyond 33 bits is refused as a denial-of-service guard.
+    if n.last().is_none_or(|b| b & 1 == 0) {
+        return Err("RSA modulus is even".into());
+    }
+    match e {
+        [] | [1] => return Err("RSA exponent must be at least 3".into()),
+        _ if e.last().is_some_and(|b| b & 1 == 0) => return Err("RSA exponent must be odd".into()),
+        _ if e.len() > 5 || (e.len() == 5 && e[0] > 1) => {
+            return Err("RSA exponent is longer than 33 bits".into())
+        }
+        _ => {}
     }
     // An `alg` that does not fit an RSA key is refused by the caller.
     let only = alg.filter(|a| KeyKind::Rsa.fits(*a));
@@ -327,6 +340,25 @@ mod tests {
         assert!(err(vec![rsa("a"), rsa("a")]).contains("keys[1] (kid \"a\"): duplicate kid"));
         let small = json!({"kty": "RSA", "n": b64(&[0xFF; 128]), "e": "AQAB"});
         assert!(err(vec![small]).contains("shorter than 2048 bits"));
+        let with_e = |e: &[u8]| {
+            let mut k = rsa("e");
+            k["e"] = json!(b64(e));
+            err(vec![k])
+        };
+        assert!(with_e(&[1]).contains("at least 3"));
+        assert!(
+            with_e(&[0, 1]).contains("at least 3"),
+            "leading zeros do not count"
+        );
+        assert!(with_e(&[1, 0, 0]).contains("must be odd"));
+        assert!(with_e(&[2, 0, 0, 0, 1]).contains("33 bits"));
+        assert_eq!(with_e(&[1, 0, 0, 0, 1]), "", "2^32 + 1 fits in 33 bits");
+        assert_eq!(with_e(&[3]), "");
+        let mut even = rsa("even");
+        let mut n = vec![0xC5; 256];
+        n[255] = 0x02;
+        even["n"] = json!(b64(&n));
+        assert!(err(vec![even]).contains("modulus is even"));
         assert!(err(vec![ec("short", "P-256", 31)]).contains("32 bytes"));
         let mut off_curve = ec("off", "P-256", 32);
         off_curve["y"] = json!(b64(&[2; 32]));
