@@ -742,7 +742,41 @@ mod no_panics {
         .1
     }
 
+    /// One genuine token per algorithm (every one verifies unchanged).
+    fn genuine() -> &'static [String] {
+        static T: OnceLock<Vec<String>> = OnceLock::new();
+        T.get_or_init(|| {
+            let mut all: Vec<String> = ASYMMETRIC.iter().map(|a| tok(&request(key(*a)))).collect();
+            all.push(tok(&hs_request()));
+            for t in &all {
+                assert!(
+                    verifier().verify_uncached(t, NOW).is_ok(),
+                    "genuine token refused"
+                );
+            }
+            all
+        })
+    }
+
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+
     proptest! {
+        // Signatures are checked with keys parsed at load (`signature`), not
+        // by `jsonwebtoken::decode`: any one character changed anywhere in a
+        // genuine token — header, payload, signature or a separator, for
+        // every algorithm — must be refused.
+        #[test]
+        fn any_changed_character_is_refused(which in 0usize..16, at in any::<usize>(), to in 0usize..B64URL.len()) {
+            let tokens = genuine();
+            let token = tokens[which % tokens.len()].as_bytes();
+            let at = at % token.len();
+            prop_assume!(token[at] != B64URL[to]);
+            let mut changed = token.to_vec();
+            changed[at] = B64URL[to];
+            let changed = String::from_utf8(changed).unwrap();
+            prop_assert!(verifier().verify(&changed, NOW).is_err(), "accepted after changing byte {}", at);
+        }
+
         #[test]
         fn arbitrary_text(s in ".{0,300}") {
             let _ = verifier().verify(&s, NOW);
