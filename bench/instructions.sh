@@ -23,12 +23,7 @@ echo "plan: 2 proxies × (3 s warm-up + ${DUR} s measured) under callgrind, abou
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream --example bench_bare_proxy
 BIN=$PWD/target/release/purposegate
-WORK=$(mktemp -d)
-cleanup() { stop_started; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-UP_PORT=$(free_port)
-start_on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null
+bench_begin
 bench_dev_token
 printf 'wrk.headers["Authorization"] = "Bearer %s"\n' "$TOKEN" > "$WORK/auth.lua"
 PATH_="/v1/users/u1/conversations/c1"
@@ -40,7 +35,9 @@ measure() {
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out" "$@" >"$WORK/$name.log" 2>&1 &
   local vp=$!
   PIDS+=("$vp")
-  for _ in $(seq 300); do curl -fs -o /dev/null "$ready" 2>/dev/null && break; sleep 0.2; done
+  local up=0
+  for _ in $(seq 300); do curl -fs -o /dev/null "$ready" 2>/dev/null && { up=1; break; }; sleep 0.2; done
+  [ "$up" = 1 ] || { echo "$name did not answer under valgrind; its log:" >&2; cat "$WORK/$name.log" >&2; exit 1; }
   taskset -c 0 wrk -t1 -c4 -d3s -s "$WORK/auth.lua" "http://127.0.0.1:$port$PATH_" >/dev/null
   callgrind_control -z "$vp" >/dev/null 2>&1
   taskset -c 0 wrk -t1 -c4 -d"${DUR}s" -s "$WORK/auth.lua" "http://127.0.0.1:$port$PATH_" >"$WORK/$name.wrk"
@@ -53,17 +50,8 @@ measure() {
 
 P=$(free_port)
 measure bare "$P" "http://127.0.0.1:$P$PATH_" target/release/examples/bench_bare_proxy "127.0.0.1:$P" "127.0.0.1:$UP_PORT"
-port=$(free_port); admin=$(free_port)
-cat >"$WORK/config.yaml" <<YAML
-listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin"
-jwt: {issuer: "https://idp.example.test", audiences: ["purposegate"], algorithms: ["RS256"], jwks_file: "keys/jwks.json"}
-policy_dir: "policies"
-consent_file: "consent.yaml"
-upstreams: {content: {url: "http://127.0.0.1:$UP_PORT"}}
-audit: {path: "audit/audit.jsonl", fsync: "never"}
-YAML
-RUST_LOG=warn measure purposegate "$port" "http://127.0.0.1:$admin/readyz" "$BIN" serve --config "$WORK/config.yaml"
+write_bench_config purposegate never
+RUST_LOG=warn measure purposegate "$PROXY_PORT" "http://127.0.0.1:$PROXY_ADMIN/readyz" "$BIN" serve --config "$WORK/config-purposegate.yaml"
 
 python3 - "$WORK" <<'PY'
 import re, subprocess, sys

@@ -14,12 +14,7 @@ need_wrk
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream
 BIN=target/release/purposegate
-WORK=$(mktemp -d)
-cleanup() { stop_started; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-UP_PORT=$(free_port)
-start_on_cpu 1 target/release/examples/bench_upstream "127.0.0.1:$UP_PORT" >/dev/null
+bench_begin
 
 bench_dev_token
 
