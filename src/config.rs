@@ -222,6 +222,16 @@ pub struct AuditConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// Mirror every record to stdout after it is written to the file.
     pub stdout: bool,
+    /// This replica's name in its records (`chain_start`) and centrally.
+    pub instance: String,
+    /// Rotate the live file once it is this old (None = never by age).
+    pub rotate_every: Option<Duration>,
+    /// The local audit files (live and rotated) may not grow past this
+    /// (`audit.max_local_bytes`); forwarding stops a margin before it.
+    pub max_local_bytes: Option<u64>,
+    /// Disk space kept allocated past the end of the live file, so that
+    /// records of requests already let through never fail for want of space.
+    pub reserve_bytes: u64,
 }
 
 /// Signed checkpoint settings (`audit.checkpoint`).
@@ -363,6 +373,14 @@ struct RawAudit {
     checkpoint: Option<Spanned<RawCheckpoint>>,
     #[serde(default)]
     stdout: bool,
+    #[serde(default)]
+    rotate_seconds: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_local_bytes: Option<Spanned<u64>>,
+    #[serde(default = "default_reserve")]
+    reserve_bytes: Spanned<u64>,
+    #[serde(default)]
+    instance: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +393,12 @@ struct RawCheckpoint {
     every_seconds: Option<u64>,
 }
 
+fn default_reserve() -> Spanned<u64> {
+    let unknown = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(DEFAULT_RESERVE_BYTES, unknown, unknown)
+}
+/// `audit.reserve_bytes` default: room for ~10,000 records.
+pub const DEFAULT_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
 fn default_grace() -> u64 {
     10
 }
@@ -520,6 +544,31 @@ fn validate_audit(
             })
         }
     };
+    if let Some(r) = raw.rotate_seconds.as_ref().filter(|r| r.value == 0) {
+        return Err(ConfigError::at(
+            file,
+            r,
+            "audit.rotate_seconds: must be at least 1",
+        ));
+    }
+    // The bound must leave room for a rotated file, the live one and the
+    // margin at which forwarding stops.
+    const MIN_LOCAL: u64 = 1024 * 1024;
+    if let Some(m) = raw.max_local_bytes.as_ref().filter(|m| m.value < MIN_LOCAL) {
+        return Err(ConfigError::at(
+            file,
+            m,
+            format!("audit.max_local_bytes: must be at least {MIN_LOCAL}"),
+        ));
+    }
+    let reserve = raw.reserve_bytes.value;
+    if reserve > 0 && reserve < 64 * 1024 {
+        return Err(ConfigError::at(
+            file,
+            &raw.reserve_bytes,
+            "audit.reserve_bytes: 0 (off) or at least 65536",
+        ));
+    }
     Ok(AuditConfig {
         path: resolve(&raw.path),
         fsync: raw.fsync,
@@ -527,6 +576,10 @@ fn validate_audit(
         rotate_bytes: raw.rotate_bytes.map(|r| r.value),
         checkpoint,
         stdout: raw.stdout,
+        instance: crate::audit::header::resolve_instance(raw.instance.as_deref()),
+        rotate_every: raw.rotate_seconds.map(|r| Duration::from_secs(r.value)),
+        max_local_bytes: raw.max_local_bytes.map(|m| m.value),
+        reserve_bytes: reserve,
     })
 }
 

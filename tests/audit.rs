@@ -232,9 +232,17 @@ async fn full_disk_fails_closed_then_recovers_without_a_gap() {
     assert_eq!(status, 200);
     served.stop();
 
-    let resumed = &records(&log)[0];
+    // The new live file starts with its header (naming the archived file),
+    // then the record of the outage.
+    let recs = records(&log);
+    assert_eq!(recs[0]["event"], "file_start");
+    assert_eq!(recs[0]["seq"].as_u64().unwrap(), last_seq + 1, "no gap");
+    assert_eq!(
+        recs[0]["previous_file"],
+        archived.file_name().unwrap().to_str().unwrap()
+    );
+    let resumed = &recs[1];
     assert_eq!(resumed["event"], "resumed");
-    assert_eq!(resumed["seq"].as_u64().unwrap(), last_seq + 1, "no gap");
     assert!(resumed["unwritten_records"].as_u64().unwrap() >= 1);
     let (code, out, err) = verify(&[archived, log], None);
     assert_eq!(code, 0, "{out}{err}");
@@ -313,7 +321,7 @@ async fn stdout_mirror_carries_every_record() {
     served.stop();
     let mirrored = reader.join().unwrap();
     let file = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
-    assert_eq!(file.lines().count(), 3, "{file}");
+    assert_eq!(file.lines().count(), 4, "chain start + 3: {file}");
     assert_eq!(mirrored, file);
 }
 
@@ -331,6 +339,10 @@ async fn signed_log(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
             every_seconds: None,
         }),
         stdout: false,
+        instance: "test-0".into(),
+        rotate_every: None,
+        max_local_bytes: None,
+        reserve_bytes: 0,
     };
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..n {
@@ -388,21 +400,22 @@ fn verify_lines(dir: &Path, lines: &[String], key: Option<&Path>) -> (i32, Strin
 #[tokio::test]
 async fn verify_names_each_kind_of_tampering() {
     let dir = tempfile::tempdir().unwrap();
-    // 12 records: checkpoints at lines 6 and 12, records 13-14 unsigned.
+    // The chain's first record and 12 more: checkpoints at lines 6 and 12,
+    // records 13-15 unsigned.
     let (log, public) = signed_log(dir.path(), 12).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 14);
+    assert_eq!(lines.len(), 15);
     let key = Some(public.as_path());
 
     let (code, out, err) = verify(std::slice::from_ref(&log), key);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok: 14 records"), "{out}");
+    assert!(out.contains("ok: 15 records"), "{out}");
     assert!(
         out.contains("2 checkpoint(s), every signature verified"),
         "{out}"
     );
-    assert!(out.contains("unsigned tail: 2 records"), "{out}");
+    assert!(out.contains("unsigned tail: 3 records"), "{out}");
 
     let expect = |(code, _out, err): (i32, String, String), line: u32, words: &[&str]| {
         assert_eq!(code, 1, "{err}");
@@ -437,7 +450,7 @@ async fn verify_names_each_kind_of_tampering() {
     std::fs::write(&path, &text[..text.len() - 30]).unwrap();
     expect(
         verify(std::slice::from_ref(&path), key),
-        14,
+        15,
         &["truncated final line", "not tampering"],
     );
 

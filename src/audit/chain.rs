@@ -144,6 +144,16 @@ impl Body {
         }
     }
 
+    /// The serialized size in bytes.
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Never true: a body is a non-empty object.
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+
     /// The object's members, without the enclosing braces.
     fn members(&self) -> &[u8] {
         let end = self.json.len().saturating_sub(1);

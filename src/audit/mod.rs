@@ -5,6 +5,7 @@
 //! (`sign`), and `audit verify` (`verify`).
 
 pub mod chain;
+pub mod header;
 pub mod record;
 mod recover;
 mod rotate;
@@ -14,7 +15,7 @@ pub mod verify;
 pub mod writer;
 
 pub use record::{AuditEvent, DecisionKind, EventKind};
-pub use writer::{AuditCounters, AuditError, AuditSink};
+pub use writer::{AuditCounters, AuditError, AuditSink, Blocked};
 
 #[cfg(test)]
 mod sink_tests;

@@ -26,6 +26,24 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct Recovered {
     pub head: ChainHead,
     pub lock: File,
+    pub chain: FoundChain,
+}
+
+/// What the files at the path say about the chain to continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FoundChain {
+    /// The live file has records and its first line names the chain.
+    Live(String),
+    /// The live file has records but names no chain (written before chain ids).
+    LiveUnnamed,
+    /// The live file is empty; the chain goes on from this rotated file,
+    /// whose first line named `chain` (None: a rotated file without an id).
+    AfterRotation {
+        chain: Option<String>,
+        newest: PathBuf,
+    },
+    /// No records anywhere at the path.
+    Nothing,
 }
 
 /// Creates the file (and its directory) if needed, locks it and recovers the
@@ -43,14 +61,36 @@ pub(crate) fn recover(path: &Path) -> Result<Recovered, AuditError> {
     let mut file = opts.open(path).map_err(|e| io_err("cannot open", e))?;
     lock_exclusive(&file, path)?;
     let mut head = find_head(&mut file, path)?;
-    if head.seq == 0 {
+    let mut chain = FoundChain::Nothing;
+    if head.seq > 0 {
+        let first = file
+            .try_clone()
+            .and_then(|mut f| f.seek(SeekFrom::Start(0)).map(|_| f))
+            .and_then(super::header::first_line_chain)
+            .map_err(|e| io_err("reading the first line of", e))?;
+        chain = match first {
+            super::header::FileChain::Named(id) => FoundChain::Live(id),
+            _ => FoundChain::LiveUnnamed,
+        };
+    } else if let Some((h, newest)) = rotated_head(path)? {
         // An empty live file after a rotation: the chain goes on from the
         // newest rotated file.
-        if let Some(h) = rotated_head(path)? {
-            head = h;
-        }
+        head = h;
+        let named = match super::header::file_chain(&newest) {
+            Ok(super::header::FileChain::Named(id)) => Some(id),
+            Ok(_) => None,
+            Err(e) => return Err(io_err("reading the first line of", e)),
+        };
+        chain = FoundChain::AfterRotation {
+            chain: named,
+            newest,
+        };
     }
-    Ok(Recovered { head, lock: file })
+    Ok(Recovered {
+        head,
+        lock: file,
+        chain,
+    })
 }
 
 /// Opens (creating) and locks the live file anew after a rotation.
@@ -66,8 +106,8 @@ pub(crate) fn lock_path(path: &Path) -> Result<File, AuditError> {
     Ok(file)
 }
 
-/// The head of the newest rotated file of `path`, if there is one.
-fn rotated_head(path: &Path) -> Result<Option<ChainHead>, AuditError> {
+/// The head of the newest rotated file of `path`, and that file, if there is one.
+fn rotated_head(path: &Path) -> Result<Option<(ChainHead, PathBuf)>, AuditError> {
     let files = super::rotate::rotated_files(path)
         .map_err(|e| AuditError::Io(format!("listing rotated files of {}: {e}", path.display())))?;
     let Some(newest) = files.last() else {
@@ -82,7 +122,7 @@ fn rotated_head(path: &Path) -> Result<Option<ChainHead>, AuditError> {
     match last_record(&mut file, end).map_err(io_err)? {
         Some(Ok(h)) => {
             tracing::info!(file = %newest.display(), seq = h.seq, "audit log: continuing the chain from the newest rotated file");
-            Ok(Some(h))
+            Ok(Some((h, newest.clone())))
         }
         None => Ok(None),
         Some(Err(e)) => Err(AuditError::Corrupt(format!(

@@ -5,11 +5,20 @@
 //! every waiter. A failed write is cut back off the file and the chain head is
 //! not advanced, so the log never holds a torn record or a gap.
 //!
-//! The thread also adds its own records to the chain: signed `checkpoint`s
-//! (every N records / T seconds, and at every flush), and a `resumed` record
-//! that documents an outage once writing works again. A ticker thread wakes
-//! it so that an outage ends by itself (the `resumed` record is the probe)
-//! and time-based checkpoints are written even when no requests arrive.
+//! The thread also adds its own records to the chain: the header that starts
+//! each file (`chain_start`, `file_start`, see `header`), signed
+//! `checkpoint`s (every N records / T seconds, and at every flush), a
+//! `resumed` record that documents an outage once writing works again, and
+//! `log_reopened` when the live file had to be put back at its path. A
+//! ticker thread wakes it so that an outage ends by itself (the `resumed`
+//! record is the probe), time-based checkpoints are written even when no
+//! requests arrive, and once a second the writer checks that the open file
+//! is still the file at the path, keeps disk space reserved past its end,
+//! and re-counts the local files against `max_local_bytes`.
+//!
+//! Forwarding is gated on the writer (`AuditSink::admit`): while the log
+//! cannot be written, the reserve cannot be kept or the local files are near
+//! their bound, requests are refused before the store is contacted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,9 +29,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, ChainHead};
+use super::header::{self, ChainCause, Header};
 use super::record::AuditEvent;
+use super::recover::FoundChain;
 use super::sign::SigningKey;
-use super::target::{FileTarget, LogTarget};
+use super::target::{FileTarget, LogTarget, Placement};
 use super::{recover, rotate};
 use crate::config::{AuditConfig, FsyncPolicy};
 
@@ -32,6 +43,9 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 16 * 1024;
 /// How often the ticker wakes the writer (outage probe, timed checkpoints).
 const TICK: Duration = Duration::from_millis(200);
+/// How often the writer checks the file's placement, the reserve and the
+/// local files' size.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Metrics the sink updates (CONTRACT §8).
 #[derive(Clone, Default)]
@@ -55,6 +69,33 @@ pub enum AuditError {
     Encode(String),
     #[error("audit checkpoint key: {0}")]
     Key(String),
+    #[error("audit log refuses new records: {0}")]
+    Blocked(Blocked),
+}
+
+/// Why the writer lets no request through to the store right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Blocked {
+    /// The last write or fsync failed (and no probe has succeeded since).
+    #[error("the audit log cannot be written")]
+    Unwritable,
+    /// The disk space reserve past the live file cannot be kept.
+    #[error("the audit volume is (nearly) full")]
+    DiskFull,
+    /// The local audit files are at (or a margin before) `max_local_bytes`.
+    #[error("the local audit files reached audit.max_local_bytes")]
+    LocalBound,
+}
+
+impl Blocked {
+    /// The readiness problem name (`/readyz`).
+    pub fn problem(self) -> &'static str {
+        match self {
+            Blocked::Unwritable => "audit_unwritable",
+            Blocked::DiskFull => "audit_disk_full",
+            Blocked::LocalBound => "audit_local_bound",
+        }
+    }
 }
 
 type Ack<T> = oneshot::Sender<Result<T, AuditError>>;
@@ -75,6 +116,12 @@ struct Shared {
     healthy: AtomicBool,
     /// fsyncs issued (lets tests observe group commit).
     syncs: AtomicU64,
+    /// The highest seq known durable on local disk.
+    durable_seq: AtomicU64,
+    /// False while the disk space reserve cannot be kept.
+    space_ok: AtomicBool,
+    /// Bytes of the live file plus the rotated files.
+    local_bytes: AtomicU64,
 }
 
 struct Inner {
@@ -82,6 +129,16 @@ struct Inner {
     shared: Arc<Shared>,
     counters: AuditCounters,
     path: PathBuf,
+    chain: String,
+    instance: String,
+    /// Forwarding stops at this many local bytes (None: no bound).
+    soft_bound: Option<u64>,
+}
+
+/// How far before `max_local_bytes` forwarding stops, so that the records
+/// of requests already forwarded and of the refusals that follow still fit.
+pub fn bound_margin(max_local_bytes: u64) -> u64 {
+    (max_local_bytes / 64).clamp(64 * 1024, 16 * 1024 * 1024)
 }
 
 /// Handle to the audit log. Cheap to clone; the writer thread drains the
@@ -112,16 +169,20 @@ impl AuditSink {
             }
             None => None,
         };
-        let recovered = recover::recover(&cfg.path)?;
+        let mut recovered = recover::recover(&cfg.path)?;
+        let (chain, first_header) = choose_chain(cfg, &mut recovered)?;
         let target = make(&cfg.path)
             .map_err(|e| AuditError::Io(format!("cannot open {}: {e}", cfg.path.display())))?;
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
             syncs: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(recovered.head.seq),
+            space_ok: AtomicBool::new(true),
+            local_bytes: AtomicU64::new(0),
         });
         let recovered_seq = recovered.head.seq;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer {
+        let mut writer = Writer {
             target,
             lock: recovered.lock,
             head: recovered.head,
@@ -146,7 +207,19 @@ impl AuditSink {
             }),
             outage: None,
             dirty: false,
+            chain: chain.clone(),
+            instance: cfg.instance.clone(),
+            header: first_header,
+            rotate_every: cfg.rotate_every,
+            file_started: Instant::now(),
+            max_local_bytes: cfg.max_local_bytes,
+            reserve_bytes: cfg.reserve_bytes,
+            reserve_unsupported: false,
+            rotated_bytes: 0,
+            last_maintained: Instant::now(),
+            misplaced: false,
         };
+        writer.start()?;
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
@@ -162,6 +235,11 @@ impl AuditSink {
                 shared,
                 counters,
                 path: cfg.path.clone(),
+                chain,
+                instance: cfg.instance.clone(),
+                soft_bound: cfg
+                    .max_local_bytes
+                    .map(|max| max.saturating_sub(bound_margin(max))),
             }),
         })
     }
@@ -243,6 +321,65 @@ impl AuditSink {
         self.inner.shared.healthy.load(Ordering::SeqCst) && !self.inner.tx.is_closed()
     }
 
+    /// The forwarding gate: `Ok` when the records of a request let through
+    /// now can be written. Checked before the store is contacted.
+    pub fn admit(&self) -> Result<(), Blocked> {
+        if !self.healthy() {
+            return Err(Blocked::Unwritable);
+        }
+        if !self.inner.shared.space_ok.load(Ordering::Relaxed) {
+            return Err(Blocked::DiskFull);
+        }
+        if self
+            .inner
+            .soft_bound
+            .is_some_and(|b| self.local_bytes() >= b)
+        {
+            return Err(Blocked::LocalBound);
+        }
+        Ok(())
+    }
+
+    /// Every reason the gate is closed (for `/readyz`).
+    pub fn problems(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.healthy() {
+            out.push(Blocked::Unwritable.problem());
+        }
+        if !self.inner.shared.space_ok.load(Ordering::Relaxed) {
+            out.push(Blocked::DiskFull.problem());
+        }
+        if self
+            .inner
+            .soft_bound
+            .is_some_and(|b| self.local_bytes() >= b)
+        {
+            out.push(Blocked::LocalBound.problem());
+        }
+        out
+    }
+
+    /// The highest seq durable on local disk (what may be shipped).
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.shared.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// The id of the chain this writer continues.
+    pub fn chain_id(&self) -> &str {
+        &self.inner.chain
+    }
+
+    /// The instance name written into the chain's headers.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Bytes of the local audit files (live and rotated), as of the last
+    /// write or the last recount (at most a second old).
+    pub fn local_bytes(&self) -> u64 {
+        self.inner.shared.local_bytes.load(Ordering::Relaxed)
+    }
+
     /// The log file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -253,6 +390,54 @@ impl AuditSink {
     pub(crate) fn syncs(&self) -> u64 {
         self.inner.shared.syncs.load(Ordering::SeqCst)
     }
+}
+
+/// The chain to continue and the header the first group must carry.
+/// A live file written before chains had ids is rotated away first, so that
+/// every local file begins with a record naming its chain.
+fn choose_chain(
+    cfg: &AuditConfig,
+    recovered: &mut recover::Recovered,
+) -> Result<(String, Option<Header>), AuditError> {
+    Ok(match &recovered.chain {
+        FoundChain::Live(id) => (id.clone(), None),
+        FoundChain::AfterRotation {
+            chain: Some(id),
+            newest,
+        } => (
+            id.clone(),
+            Some(Header::FileStart {
+                previous_file: file_name(newest),
+            }),
+        ),
+        FoundChain::AfterRotation { chain: None, .. } => (
+            header::new_chain_id(),
+            Some(Header::ChainStart(ChainCause::UnnamedChain)),
+        ),
+        FoundChain::LiveUnnamed => {
+            let rotated = rotate::rename_live(&cfg.path, recovered.head.seq).map_err(|e| {
+                AuditError::Io(format!(
+                    "cannot rotate {} (written before chain ids) away: {e}",
+                    cfg.path.display()
+                ))
+            })?;
+            recovered.lock = recover::lock_path(&cfg.path)?;
+            tracing::info!(rotated = %rotated.display(), "audit log written before chain ids rotated; naming its chain");
+            (
+                header::new_chain_id(),
+                Some(Header::ChainStart(ChainCause::UnnamedChain)),
+            )
+        }
+        FoundChain::Nothing => (
+            header::new_chain_id(),
+            Some(Header::ChainStart(ChainCause::NewLog)),
+        ),
+    })
+}
+
+/// The file name of `path`, as a header names the previous file.
+fn file_name(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// A record waiting to be committed.
@@ -329,6 +514,8 @@ struct Group {
     /// Records since the last checkpoint once the group is written.
     since: u64,
     checkpointed: bool,
+    /// The group starts with the pending header record.
+    header: bool,
 }
 
 impl Group {
@@ -363,9 +550,45 @@ struct Writer {
     outage: Option<Outage>,
     /// `batch`: records written but not yet fsync'd (nobody waits on them).
     dirty: bool,
+    chain: String,
+    instance: String,
+    /// A header the next group must start with (a new file or chain, a
+    /// recovered live file).
+    header: Option<Header>,
+    rotate_every: Option<Duration>,
+    /// When the live file was started (or this process began writing it).
+    file_started: Instant,
+    max_local_bytes: Option<u64>,
+    reserve_bytes: u64,
+    /// The filesystem cannot preallocate: free space is checked instead.
+    reserve_unsupported: bool,
+    /// Bytes of the rotated files, as last counted.
+    rotated_bytes: u64,
+    last_maintained: Instant,
+    /// The live file is not at its path and could not be put back yet:
+    /// nothing is written until it is (a record must never go where
+    /// nobody will find it).
+    misplaced: bool,
 }
 
 impl Writer {
+    /// Writes the pending header (a new chain or file) before serving, so
+    /// that an unwritable log stops the start, and takes the first reserve.
+    fn start(&mut self) -> Result<(), AuditError> {
+        self.recount_local();
+        self.keep_reserve();
+        if self.header.is_some() {
+            self.commit(Vec::new(), false);
+            if self.header.is_some() {
+                return Err(AuditError::Io(format!(
+                    "cannot write the first record of {}",
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         yield_to_requests_on_wakeup();
         while let Some(first) = rx.blocking_recv() {
@@ -426,11 +649,175 @@ impl Writer {
                 tracing::error!(error = %e, "audit fsync of unwaited records failed");
             }
         }
+        if tick && self.last_maintained.elapsed() >= MAINTAIN_EVERY {
+            self.maintain();
+        }
+    }
+
+    /// Once a second: the file is still at its path (else put it back), the
+    /// local files are recounted, the reserve is kept, and an old live file
+    /// is rotated.
+    fn maintain(&mut self) {
+        self.last_maintained = Instant::now();
+        match self.target.placement() {
+            Ok(Placement::InPlace) => {}
+            Ok(p) => {
+                self.relocate(p);
+                if !self.misplaced {
+                    self.commit(Vec::new(), false);
+                }
+            }
+            Err(e) => {
+                let e = self.failed("checking the live file", &e, None);
+                tracing::error!(error = %e, "audit log: cannot check the live file");
+            }
+        }
+        self.recount_local();
+        self.keep_reserve();
+        if self.age_rotation_due() && self.rotate().is_ok() {
+            self.commit(Vec::new(), false);
+        }
+    }
+
+    /// Puts the live file back at its path (see `LogTarget::relocate`) and
+    /// records what happened; until that works nothing is written.
+    fn relocate(&mut self, placement: Placement) {
+        tracing::warn!(path = %self.path.display(), ?placement, "audit log: the live file is no longer at its path; recovering it");
+        match self.target.relocate(placement) {
+            Ok(r) => {
+                self.misplaced = false;
+                match recover::lock_path(&self.path) {
+                    Ok(lock) => self.lock = lock,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit log: cannot lock the recovered file")
+                    }
+                }
+                if let Some(rotated) = &r.rotated_to {
+                    // Rotated by hand under its rotated name: the chain just
+                    // goes on in a new file, as after our own rotation.
+                    tracing::info!(rotated = %rotated.display(), "audit log was rotated externally; starting a new live file");
+                    self.rotated_bytes += std::fs::metadata(rotated).map_or(0, |m| m.len());
+                    self.header = Some(Header::FileStart {
+                        previous_file: file_name(rotated),
+                    });
+                    return;
+                }
+                tracing::warn!(
+                    cause = r.cause.as_str(),
+                    copied_bytes = r.copied_bytes,
+                    lost_bytes = r.lost_bytes,
+                    "audit log recovered at its path"
+                );
+                self.header = Some(Header::Reopened {
+                    cause: r.cause,
+                    copied_bytes: r.copied_bytes,
+                    lost_bytes: r.lost_bytes,
+                    displaced_to: r.displaced_to.as_deref().and_then(file_name),
+                });
+            }
+            Err(e) => {
+                self.misplaced = true;
+                let e = self.failed("recovering the live file", &e, None);
+                tracing::error!(error = %e, "audit log: cannot put the live file back; refusing until it can");
+            }
+        }
+    }
+
+    /// Recounts the rotated files (the shipper deletes them) and publishes
+    /// the local total.
+    fn recount_local(&mut self) {
+        if let Ok(files) = rotate::rotated_files(&self.path) {
+            self.rotated_bytes = files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
+        }
+        self.publish_local();
+    }
+
+    fn publish_local(&mut self) {
+        let live = self.target.len().unwrap_or(0);
+        self.shared
+            .local_bytes
+            .store(live + self.rotated_bytes, Ordering::Relaxed);
+    }
+
+    /// Keeps `reserve_bytes` allocated past the end of the live file; the
+    /// gate closes while that fails (a full disk), before writes can fail.
+    fn keep_reserve(&mut self) {
+        if self.reserve_bytes == 0 {
+            return;
+        }
+        let ok = if self.reserve_unsupported {
+            free_space(&self.path).is_none_or(|free| free >= self.reserve_bytes)
+        } else {
+            match self.target.reserve(self.reserve_bytes) {
+                Ok(true) => true,
+                Ok(false) => {
+                    self.reserve_unsupported = true;
+                    tracing::info!(
+                        "audit log: the filesystem cannot preallocate; checking free space instead"
+                    );
+                    free_space(&self.path).is_none_or(|free| free >= self.reserve_bytes)
+                }
+                Err(e) => {
+                    if self.shared.space_ok.load(Ordering::Relaxed) {
+                        tracing::error!(error = %e, reserve_bytes = self.reserve_bytes, "audit log: cannot reserve disk space; refusing to forward until it can");
+                    }
+                    false
+                }
+            }
+        };
+        let was = self.shared.space_ok.swap(ok, Ordering::Relaxed);
+        if ok && !was {
+            tracing::warn!("audit log: disk space reserve restored; forwarding again");
+        }
+    }
+
+    /// The live file holds records beyond its header and is older than
+    /// `rotate_every`.
+    fn age_rotation_due(&mut self) -> bool {
+        self.rotate_every
+            .is_some_and(|t| self.file_started.elapsed() >= t)
+            && self.header.is_none()
+            && self.target.len().is_ok_and(|len| len > 0)
+    }
+
+    /// Size rotation: the group of about `incoming` bytes would take the
+    /// live file past `rotate_bytes`.
+    fn size_rotation_due(&mut self, incoming: u64) -> bool {
+        let Some(max) = self.rotate_bytes else {
+            return false;
+        };
+        self.header.is_none()
+            && self
+                .target
+                .len()
+                .is_ok_and(|len| len > 0 && len + incoming > max)
     }
 
     /// Writes `pending` (plus the writer's own records) as one group and
     /// acknowledges each record.
     fn commit(&mut self, pending: Vec<Pending>, seal: bool) {
+        // After a failure the file is reopened at its path; if it was moved
+        // away meanwhile, reopening would start an empty file there and leave
+        // a gap: put the log back first (its header joins this group).
+        if self.reopen || self.misplaced {
+            if let Ok(p) = self.target.placement().map_err(|e| e.kind()) {
+                if p != Placement::InPlace {
+                    self.reopen = false;
+                    self.cut_to = None;
+                    self.relocate(p);
+                }
+            }
+        }
+        // Rotation happens before encoding, so that the new file's header
+        // is chained into this very group.
+        let incoming: u64 = pending.iter().map(|p| p.body.len() as u64 + 160).sum();
+        if !self.misplaced && !self.reopen && self.size_rotation_due(incoming) {
+            let _ = self.rotate();
+        }
         let group = self.encode(pending, seal);
         if group.lines == 0 {
             return;
@@ -438,11 +825,12 @@ impl Writer {
         // With `batch`, a group nobody waits for (only `complete` records,
         // checkpoints) is written without its own fsync: the next waited
         // group's fsync, a flush or the next tick covers it. A waited group
-        // is never acknowledged before its fsync.
-        let waited =
-            self.fsync != FsyncPolicy::Batch || group.chained.iter().any(|(a, _)| a.is_some());
+        // (or one that starts a file) is never acknowledged before its fsync.
+        let waited = self.fsync != FsyncPolicy::Batch
+            || group.header
+            || group.chained.iter().any(|(a, _)| a.is_some());
         match self.write_group(&group.buf, waited) {
-            Ok(()) => self.committed(group),
+            Ok(()) => self.committed(group, waited),
             Err(e) => {
                 let n = group.chained.len() as u64;
                 self.counters.errors.inc_by(n);
@@ -462,8 +850,24 @@ impl Writer {
     }
 
     /// A group is on disk: advance the head, mirror it, wake its waiters.
-    fn committed(&mut self, group: Group) {
+    fn committed(&mut self, group: Group, synced: bool) {
         self.head = group.head;
+        if synced || self.fsync == FsyncPolicy::Never {
+            self.shared
+                .durable_seq
+                .store(self.head.seq, Ordering::Release);
+        }
+        if group.header {
+            if matches!(
+                self.header,
+                Some(Header::ChainStart(_) | Header::FileStart { .. })
+            ) {
+                self.file_started = Instant::now();
+            }
+            self.header = None;
+        }
+        self.publish_local();
+        self.keep_reserve();
         if let Some(cp) = self.checkpoints.as_mut() {
             cp.since = group.since;
             if group.checkpointed {
@@ -496,7 +900,18 @@ impl Writer {
             head: self.head.clone(),
             since: self.checkpoints.as_ref().map_or(0, |c| c.since),
             checkpointed: false,
+            header: false,
         };
+        if let Some(h) = &self.header {
+            match chain::encode_body(&g.head, &ts, &h.body(&self.chain, &self.instance)) {
+                Ok(enc) => {
+                    g.push(enc);
+                    g.since += 1;
+                    g.header = true;
+                }
+                Err(e) => tracing::error!(error = %e, "audit header not encodable"),
+            }
+        }
         if let Some(o) = &self.outage {
             let body = Resumed {
                 event: "resumed",
@@ -554,17 +969,18 @@ impl Writer {
     /// One `write_all` and (per policy) one fsync; on failure the file is cut
     /// back to where the group started and the sink is marked unhealthy.
     fn write_group(&mut self, buf: &[u8], sync: bool) -> Result<(), AuditError> {
+        if self.misplaced {
+            return Err(AuditError::Blocked(Blocked::Unwritable));
+        }
         self.repair()?;
-        let mut start = self
+        let start = self
             .target
             .len()
             .map_err(|e| self.failed("stat", &e, None))?;
-        if self
-            .rotate_bytes
-            .is_some_and(|max| start > 0 && start + buf.len() as u64 > max)
-        {
-            self.rotate()?;
-            start = 0;
+        if let Some(max) = self.max_local_bytes {
+            if start + self.rotated_bytes + buf.len() as u64 > max {
+                return Err(self.over_bound(max));
+            }
         }
         self.target
             .append(buf)
@@ -581,10 +997,31 @@ impl Writer {
         Ok(())
     }
 
-    /// Renames the full file to `<path>.<last seq>` and starts a new one; the
-    /// next record links to the last hash of the rotated file.
+    /// The hard bound: nothing more is written until the local files
+    /// shrink (the shipper deletes shipped files); the outage probe resumes.
+    fn over_bound(&mut self, max: u64) -> AuditError {
+        self.shared.healthy.store(false, Ordering::SeqCst);
+        if self.outage.is_none() {
+            tracing::error!(
+                max_local_bytes = max,
+                "audit log: local files at audit.max_local_bytes; refusing records until shipping frees space"
+            );
+        }
+        self.outage.get_or_insert_with(|| Outage {
+            since: crate::time::format_rfc3339(crate::time::now_millis()),
+            unwritten: 0,
+        });
+        AuditError::Blocked(Blocked::LocalBound)
+    }
+
+    /// Renames the full file to `<path>.<last seq>` and starts a new one,
+    /// whose first record (`file_start`) links to the last hash of the
+    /// rotated file.
     fn rotate(&mut self) -> Result<(), AuditError> {
         self.sync().map_err(|e| self.failed("fsync", &e, None))?;
+        if let Err(e) = self.target.release_reserve() {
+            tracing::warn!(error = %e, "audit log: cannot free the reserve before rotation");
+        }
         let rotated = match rotate::rename_live(&self.path, self.head.seq) {
             Ok(p) => p,
             Err(e) => {
@@ -604,6 +1041,11 @@ impl Writer {
             tracing::warn!(error = %e, "audit log: cannot fsync the directory after rotation");
         }
         tracing::info!(rotated = %rotated.display(), seq = self.head.seq, "audit log rotated");
+        self.rotated_bytes += std::fs::metadata(&rotated).map_or(0, |m| m.len());
+        self.header = Some(Header::FileStart {
+            previous_file: file_name(&rotated),
+        });
+        self.keep_reserve();
         Ok(())
     }
 
@@ -667,8 +1109,28 @@ impl Writer {
         self.shared.syncs.fetch_add(1, Ordering::SeqCst);
         self.target.sync()?;
         self.dirty = false;
+        self.shared
+            .durable_seq
+            .store(self.head.seq, Ordering::Release);
         Ok(())
     }
+}
+
+/// Bytes available to unprivileged writers on the filesystem of `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs fills the struct for a NUL-terminated path.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: rc == 0 means the struct was written.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ by platform
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 /// Moves whatever is already queued into `batch`, up to `MAX_BATCH`.
