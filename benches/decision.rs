@@ -11,8 +11,8 @@ use http::Method;
 use purposegate::auth::Claims;
 use purposegate::consent::UserConsent;
 use purposegate::policy::{
-    decide_post, decide_pre, load_dir, AuthState, Lookup, NoTrace, Outcome, Policy, RequestFacts,
-    ResponseMeta, Route, RouteTable,
+    decide_post, decide_pre, load_dir, AuthState, Lookup, MetaValue, NoTrace, Outcome, Policy,
+    RequestFacts, ResponseMeta, Route, RouteTable,
 };
 use purposegate::time::{parse_rfc3339, Millis};
 
@@ -54,27 +54,26 @@ fn decide_path(
 ) -> Outcome {
     let method = Method::GET;
     let facts = RequestFacts::new(policy, &method, path, false);
-    let pre = decide_pre(
+    let admitted = match decide_pre(
         policy,
         &facts,
         AuthState::Valid(claims),
         Lookup::Known(user),
         now,
         &mut NoTrace,
-    );
-    if pre != Outcome::Allow {
-        return pre;
-    }
+    ) {
+        Ok(a) => a,
+        Err(reason) => return Outcome::Deny(reason),
+    };
     let meta = ResponseMeta {
         status: 200,
-        owner: Some("u1"),
-        created_at: Some("2026-05-01T00:00:00Z"),
-        source: Some("consumer"),
-        org: None,
-        deidentified: Some("true"),
+        owner: MetaValue::One("u1"),
+        created_at: MetaValue::One("2026-05-01T00:00:00Z"),
+        source: MetaValue::One("consumer"),
+        org: MetaValue::Absent,
+        deidentified: MetaValue::One("true"),
     };
-    let owner = facts.route.map_or("", |m| m.owner);
-    decide_post(policy, claims, owner, &meta, user, None, now, &mut NoTrace)
+    decide_post(&admitted, &meta, None, &mut NoTrace)
 }
 
 fn bench_decide(c: &mut Criterion) {

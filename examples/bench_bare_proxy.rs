@@ -38,12 +38,18 @@ async fn main() -> std::io::Result<()> {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let pool = pool.clone();
                 async move {
-                    let (mut parts, body) = req.into_parts();
+                    let (mut parts, _body) = req.into_parts();
                     if let Some(pq) = parts.uri.path_and_query() {
                         parts.uri = http::Uri::from(pq.clone());
                     }
                     parts.headers.remove(http::header::AUTHORIZATION);
-                    let resp = match pool.send(hyper::Request::from_parts(parts, body)).await {
+                    let resp = match pool
+                        .send(hyper::Request::from_parts(
+                            parts,
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                        .await
+                    {
                         Ok(resp) => resp.map(http_body_util::Either::Left),
                         Err(_) => {
                             let mut r = hyper::Response::new(http_body_util::Either::Right(

@@ -20,19 +20,38 @@ pub fn handle<B>(app: &Arc<App>, req: &Request<B>) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/metrics" if wants_openmetrics(req) => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::encode(&app.registry),
-        ),
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::encode_classic(&app.registry),
-        ),
+        "/metrics" => metrics(app, wants_openmetrics(req)),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => readyz(app),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// The metrics page; gauges read on demand are refreshed first.
+fn metrics(app: &App, openmetrics: bool) -> Response<Full<Bytes>> {
+    app.metrics
+        .audit_local_bytes
+        .set(i64::try_from(app.audit.local_bytes()).unwrap_or(i64::MAX));
+    app.metrics.audit_max_local_bytes.set(
+        app.config
+            .audit
+            .max_local_bytes
+            .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+    );
+    // /proc reads: in-memory, a few microseconds; not worth a thread hop.
+    app.metrics.process.refresh();
+    if openmetrics {
+        text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::metrics::encode(&app.registry),
+        )
+    } else {
+        text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::encode_classic(&app.registry),
+        )
     }
 }
 

@@ -171,6 +171,10 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// TLS settings for an `https://` upstream (empty for `http://`).
     pub tls: UpstreamTlsConfig,
+    /// Requests (hence connections) in flight to this upstream at most.
+    pub max_connections: usize,
+    /// Largest response head accepted from the store (bytes).
+    pub max_response_header_bytes: usize,
 }
 
 /// TLS to an `https://` upstream: which CAs to trust (default: the public
@@ -245,6 +249,153 @@ pub struct CheckpointConfig {
     pub every_seconds: Option<Duration>,
 }
 
+/// Client-side limits (`limits:`), each with a safe default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Longest request target (path and query) accepted: 414 `uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2): 431.
+    pub max_header_bytes: usize,
+    /// Most request header fields (HTTP/1.1): 431.
+    pub max_headers: usize,
+    /// How long a client may take to send a complete request head. For
+    /// HTTP/1.1 this also bounds how long a keep-alive connection may wait
+    /// for its next request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes read for this
+    /// long is closed (HTTP/2, and connections still undecided between the
+    /// protocols).
+    pub idle_timeout: Duration,
+    /// Client connections open at once; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: default_max_connections(),
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// Default connection cap: 10,000, or less when the file-descriptor limit
+/// would run out first (256 descriptors kept for files and the store).
+pub fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let fds = if rc == 0 { lim.rlim_cur } else { 1024 };
+    let usable = usize::try_from(fds)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(256);
+    usable.clamp(16, 10_000)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    max_uri_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_header_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_headers: Option<Spanned<usize>>,
+    #[serde(default)]
+    header_read_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    idle_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_concurrent_streams: Option<Spanned<u32>>,
+}
+
+/// Takes a limit within `[min, max]` or says where it is out of range.
+fn limit<T: Copy + PartialOrd + std::fmt::Display>(
+    file: &Path,
+    raw: &Option<Spanned<T>>,
+    key: &str,
+    (min, max): (T, T),
+    default: T,
+) -> Result<T, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(v) if v.value >= min && v.value <= max => Ok(v.value),
+        Some(v) => Err(ConfigError::at(
+            file,
+            v,
+            format!("limits.{key}: must be between {min} and {max}"),
+        )),
+    }
+}
+
+fn validate_limits(file: &Path, raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let d = LimitsConfig::default();
+    let ms = |v: u64| Duration::from_millis(v);
+    Ok(LimitsConfig {
+        max_uri_bytes: limit(
+            file,
+            &raw.max_uri_bytes,
+            "max_uri_bytes",
+            (256, 1 << 20),
+            d.max_uri_bytes,
+        )?,
+        max_header_bytes: limit(
+            file,
+            &raw.max_header_bytes,
+            "max_header_bytes",
+            (4096, 1 << 20),
+            d.max_header_bytes,
+        )?,
+        max_headers: limit(
+            file,
+            &raw.max_headers,
+            "max_headers",
+            (8, 1000),
+            d.max_headers,
+        )?,
+        header_read_timeout: ms(limit(
+            file,
+            &raw.header_read_timeout_ms,
+            "header_read_timeout_ms",
+            (100, 30_000),
+            10_000,
+        )?),
+        idle_timeout: ms(limit(
+            file,
+            &raw.idle_timeout_ms,
+            "idle_timeout_ms",
+            (100, 3_600_000),
+            60_000,
+        )?),
+        max_connections: limit(
+            file,
+            &raw.max_connections,
+            "max_connections",
+            (1, 1_000_000),
+            d.max_connections,
+        )?,
+        max_concurrent_streams: limit(
+            file,
+            &raw.max_concurrent_streams,
+            "max_concurrent_streams",
+            (1, 10_000),
+            d.max_concurrent_streams,
+        )?,
+    })
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -269,6 +420,8 @@ pub struct Config {
     pub reload_interval: Duration,
     /// TLS on the client listener; `None` serves plaintext.
     pub tls: Option<TlsConfig>,
+    /// Client-side limits.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +445,8 @@ struct RawConfig {
     shutdown_grace_seconds: u64,
     #[serde(default = "default_reload_ms")]
     reload_interval_ms: u64,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +506,10 @@ struct RawUpstream {
     connect_timeout_ms: u64,
     #[serde(default = "default_response_ms")]
     response_timeout_ms: u64,
+    #[serde(default = "default_upstream_connections")]
+    max_connections: usize,
+    #[serde(default = "default_upstream_header_bytes")]
+    max_response_header_bytes: usize,
     #[serde(default)]
     ca_file: Option<String>,
     #[serde(default)]
@@ -432,6 +591,12 @@ fn default_connect_ms() -> u64 {
 fn default_response_ms() -> u64 {
     10_000
 }
+fn default_upstream_connections() -> usize {
+    512
+}
+fn default_upstream_header_bytes() -> usize {
+    crate::upstream::pool::DEFAULT_MAX_HEADER_BYTES
+}
 
 impl Config {
     /// Loads and validates a config file.
@@ -507,6 +672,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
             tls,
+            limits: validate_limits(file, &raw.limits)?,
         })
     }
 }
@@ -718,6 +884,8 @@ fn validate_upstream(
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms.max(1)),
         response_timeout: Duration::from_millis(raw.response_timeout_ms.max(1)),
         tls,
+        max_connections: raw.max_connections.max(1),
+        max_response_header_bytes: raw.max_response_header_bytes.clamp(8192, 1 << 20),
     })
 }
 

@@ -40,6 +40,20 @@ pub struct ConsentLookupLabels {
     pub result: &'static str,
 }
 
+/// Labels of `purposegate_http_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpErrorLabels {
+    /// `head_too_large` (414/431), `bad_request` (framing, syntax) or
+    /// `header_timeout` (a head not complete within the header-read timeout).
+    pub kind: &'static str,
+}
+
+/// Labels of `purposegate_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
 /// Every metric the proxy exports. Cheap to clone (handles are `Arc`s).
 #[derive(Clone)]
 pub struct Metrics {
@@ -55,6 +69,75 @@ pub struct Metrics {
     /// Consent lookups of the PostgreSQL backend by result.
     pub consent_lookups: Family<ConsentLookupLabels, Counter>,
     pub consent_lookup_duration: Histogram,
+    /// Connections the HTTP parser refused or timed out, by kind.
+    pub http_errors: Family<HttpErrorLabels, Counter>,
+    /// Client connections open now.
+    pub client_connections: Gauge,
+    /// Client connections closed at once because `limits.max_connections` were open.
+    pub connections_refused: Counter,
+    /// Requests being handled now (head received, response head not yet sent).
+    pub requests_in_flight: Gauge,
+    /// Bytes of the local audit files (live and rotated).
+    pub audit_local_bytes: Gauge,
+    /// `audit.max_local_bytes` (0: no bound), for the alert on 80 %.
+    pub audit_max_local_bytes: Gauge,
+    pub process: ProcessMetrics,
+}
+
+/// Process metrics, refreshed from `/proc` when `/metrics` is scraped.
+#[derive(Clone, Default)]
+pub struct ProcessMetrics {
+    pub resident_memory_bytes: Gauge,
+    pub open_fds: Gauge,
+    pub max_fds: Gauge,
+    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub threads: Gauge,
+}
+
+impl ProcessMetrics {
+    /// Reads the process's figures (blocking reads of `/proc`; call it on
+    /// the blocking pool).
+    pub fn refresh(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1);
+            let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+            if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+                if let Some(rss) = statm
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<i64>().ok())
+                {
+                    self.resident_memory_bytes.set(rss * page);
+                }
+            }
+            if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+                // Fields after the parenthesised command name: utime is the
+                // 14th field overall, stime the 15th, num_threads the 20th.
+                if let Some((_, rest)) = stat.rsplit_once(')') {
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                    self.cpu_seconds
+                        .set((num(11) + num(12)) as f64 / ticks as f64);
+                    self.threads.set(num(17));
+                }
+            }
+            if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+                self.open_fds
+                    .set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
+            }
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit fills the struct.
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+                self.max_fds
+                    .set(i64::try_from(lim.rlim_cur).unwrap_or(i64::MAX));
+            }
+        }
+    }
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -79,6 +162,13 @@ impl Metrics {
             tls_reloads: Family::default(),
             consent_lookups: Family::default(),
             consent_lookup_duration: Histogram::new(consent_buckets()),
+            http_errors: Family::default(),
+            client_connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            requests_in_flight: Gauge::default(),
+            audit_local_bytes: Gauge::default(),
+            audit_max_local_bytes: Gauge::default(),
+            process: ProcessMetrics::default(),
         };
         // Both results exist from the start so that alerts on `error` see a 0.
         for result in ["ok", "error"] {
@@ -130,7 +220,16 @@ impl Metrics {
             m.tls_reloads.clone(),
         );
         register_consent(&m, &mut r);
+        register_limits(&m, &mut r);
+        register_process(&m, &mut r);
         (m, r)
+    }
+
+    /// Counts a connection the HTTP parser refused.
+    pub fn http_error(&self, kind: &'static str) {
+        self.http_errors
+            .get_or_create(&HttpErrorLabels { kind })
+            .inc();
     }
 
     /// Counts one consent lookup of the PostgreSQL backend.
@@ -195,6 +294,78 @@ fn register_consent(m: &Metrics, r: &mut Registry) {
         Unit::Seconds,
         m.consent_lookup_duration.clone(),
     );
+}
+
+fn register_limits(m: &Metrics, r: &mut Registry) {
+    for kind in ["head_too_large", "bad_request", "header_timeout"] {
+        let _ = m.http_errors.get_or_create(&HttpErrorLabels { kind });
+    }
+    r.register(
+        "http_errors",
+        "Client connections the HTTP parser refused or timed out (head too large: 414/431; bad framing; header-read timeout)",
+        m.http_errors.clone(),
+    );
+    r.register(
+        "client_connections",
+        "Client connections open now",
+        m.client_connections.clone(),
+    );
+    r.register(
+        "connections_refused",
+        "Client connections closed at once because limits.max_connections were open",
+        m.connections_refused.clone(),
+    );
+    r.register(
+        "requests_in_flight",
+        "Requests being handled (head received, response head not yet sent)",
+        m.requests_in_flight.clone(),
+    );
+    r.register_with_unit(
+        "audit_local",
+        "Bytes of the local audit files (live and rotated)",
+        Unit::Bytes,
+        m.audit_local_bytes.clone(),
+    );
+    r.register_with_unit(
+        "audit_max_local",
+        "audit.max_local_bytes (0: no bound)",
+        Unit::Bytes,
+        m.audit_max_local_bytes.clone(),
+    );
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    r.register("build_info", "The running build (always 1)", build);
+}
+
+fn register_process(m: &Metrics, r: &mut Registry) {
+    let p = &m.process;
+    r.register_with_unit(
+        "process_resident_memory",
+        "Resident set size",
+        Unit::Bytes,
+        p.resident_memory_bytes.clone(),
+    );
+    r.register(
+        "process_open_fds",
+        "Open file descriptors",
+        p.open_fds.clone(),
+    );
+    r.register(
+        "process_max_fds",
+        "File descriptor limit (soft)",
+        p.max_fds.clone(),
+    );
+    r.register_with_unit(
+        "process_cpu",
+        "User and system CPU time used",
+        Unit::Seconds,
+        p.cpu_seconds.clone(),
+    );
+    r.register("process_threads", "OS threads", p.threads.clone());
 }
 
 /// Encodes a registry in the OpenMetrics text format.

@@ -33,6 +33,8 @@ pub struct App {
     pub registry: Registry,
     /// False once shutdown has begun (readiness goes down first).
     pub accepting: AtomicBool,
+    /// Client connections against `limits.max_connections`, and accept failures.
+    pub connections: Connections,
     /// The watched files as they were just before the first load, so that a
     /// change made while starting is still noticed by the reload watcher.
     pub loaded_fingerprint: Fingerprint,
@@ -100,6 +102,7 @@ impl App {
             metrics,
             registry,
             accepting: AtomicBool::new(true),
+            connections: Connections::default(),
             loaded_fingerprint,
             config,
         })
@@ -135,8 +138,12 @@ impl App {
         if !self.accepting.load(Ordering::Relaxed) {
             problems.push("shutting_down");
         }
-        if !self.audit.healthy() {
-            problems.push("audit_unwritable");
+        problems.extend(self.audit.problems());
+        if self.connections.open.load(Ordering::Relaxed) >= self.config.limits.max_connections {
+            problems.push("connections_exhausted");
+        }
+        if self.connections.accept_failed_recently() {
+            problems.push("accept_failing");
         }
         if self.verifier.key_count() == 0 {
             problems.push("no_keys");
@@ -152,6 +159,30 @@ impl App {
     /// The files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         watched_files(&self.config)
+    }
+}
+
+/// Open client connections and the last accept failure (e.g. out of file
+/// descriptors), for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Connections {
+    pub open: std::sync::atomic::AtomicUsize,
+    /// Unix ms of the last failed accept (0: none).
+    pub accept_failed_at: std::sync::atomic::AtomicI64,
+}
+
+impl Connections {
+    /// How long an accept failure keeps the proxy unready.
+    const ACCEPT_FAILURE_WINDOW_MS: i64 = 5_000;
+
+    pub fn accept_failed(&self) {
+        self.accept_failed_at
+            .store(crate::time::now_millis(), Ordering::Relaxed);
+    }
+
+    fn accept_failed_recently(&self) -> bool {
+        let at = self.accept_failed_at.load(Ordering::Relaxed);
+        at > 0 && crate::time::now_millis() - at < Self::ACCEPT_FAILURE_WINDOW_MS
     }
 }
 

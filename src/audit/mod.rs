@@ -15,7 +15,7 @@ pub mod verify;
 pub mod writer;
 
 pub use record::{AuditEvent, DecisionKind, EventKind};
-pub use writer::{AuditCounters, AuditError, AuditSink, Blocked};
+pub use writer::{Ack, AuditCounters, AuditError, AuditSink, Blocked};
 
 #[cfg(test)]
 mod sink_tests;

@@ -50,6 +50,91 @@ pub struct AuditEvent {
     /// (mTLS); absent, and not written, otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_subject: Option<String>,
+    /// Why the token was refused (`invalid_token`): the verifier's code,
+    /// never token content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_error: Option<&'static str>,
+    /// The `x-request-id` the client sent (bounded); never forwarded as ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
+    /// The client went away before the request was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<bool>,
+    /// Whether the store had been contacted (written on cancelled records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_contacted: Option<bool>,
+    /// `complete` records: how the response ended (`complete`,
+    /// `upstream_error`: the store's body broke off, `client_gone`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<&'static str>,
+    /// SHA-256 of the whole path, when `path` holds only its first
+    /// `MAX_PATH` bytes (a record's size is bounded whatever a client sends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_sha256: Option<String>,
+    /// SHA-256 of the whole method, when `method` was cut short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method_sha256: Option<String>,
+    /// Fields cut to their bound (other than path and method).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<&'static str>,
+}
+
+/// Bytes of the path a record keeps.
+pub const MAX_PATH: usize = 512;
+/// Bytes of the method a record keeps.
+pub const MAX_METHOD: usize = 16;
+/// Bytes of any other text field from a client or a token.
+pub const MAX_FIELD: usize = 256;
+/// Roles a record lists.
+pub const MAX_ROLES: usize = 16;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl AuditEvent {
+    /// Sets `path`, keeping a bounded prefix and the hash of the whole.
+    pub fn set_path(&mut self, path: &str) {
+        self.path = prefix(path, MAX_PATH).to_string();
+        self.path_sha256 = (path.len() > MAX_PATH).then(|| super::chain::hash_hex(path.as_bytes()));
+    }
+
+    /// Sets `method`, keeping a bounded prefix and the hash of the whole.
+    pub fn set_method(&mut self, method: &str) {
+        self.method = prefix(method, MAX_METHOD).to_string();
+        self.method_sha256 =
+            (method.len() > MAX_METHOD).then(|| super::chain::hash_hex(method.as_bytes()));
+    }
+
+    /// A bounded copy of a text field, noting the cut under `name`.
+    pub fn bounded(&mut self, name: &'static str, value: &str) -> String {
+        if value.len() > MAX_FIELD {
+            self.truncated.push(name);
+        }
+        prefix(value, MAX_FIELD).to_string()
+    }
+
+    /// Sets `roles`, bounded in count and length.
+    pub fn set_roles(&mut self, roles: &[String]) {
+        let cut = roles.len() > MAX_ROLES || roles.iter().any(|r| r.len() > MAX_FIELD / 4);
+        self.roles = roles
+            .iter()
+            .take(MAX_ROLES)
+            .map(|r| prefix(r, MAX_FIELD / 4).to_string())
+            .collect();
+        if cut {
+            self.truncated.push("roles");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,5 +156,32 @@ mod tests {
             serde_json::to_value(AuditEvent::default()).unwrap()["decision"],
             "deny"
         );
+    }
+
+    #[test]
+    fn records_stay_small_whatever_the_client_sends() {
+        let mut ev = AuditEvent::default();
+        let path = format!("/v1/users/u1/files/{}", "é".repeat(30_000));
+        ev.set_path(&path);
+        ev.set_method(&"X".repeat(5000));
+        let j = ev.bounded("justification", &"j".repeat(10_000));
+        ev.justification = Some(j);
+        ev.set_roles(&vec!["r".repeat(100); 1000]);
+        let line = serde_json::to_string(&ev).unwrap();
+        assert!(line.len() < 3000, "{} bytes", line.len());
+        assert!(ev.path.len() <= MAX_PATH && path.starts_with(&ev.path));
+        assert_eq!(
+            ev.path_sha256.as_deref(),
+            Some(crate::audit::chain::hash_hex(path.as_bytes()).as_str())
+        );
+        assert!(ev.method_sha256.is_some());
+        assert_eq!(ev.truncated, ["justification", "roles"]);
+        let mut short = AuditEvent::default();
+        short.set_path("/v1/users/u1/files/f");
+        assert!(short.path_sha256.is_none());
+        assert!(serde_json::to_value(&short)
+            .unwrap()
+            .get("path_sha256")
+            .is_none());
     }
 }

@@ -98,15 +98,38 @@ impl Blocked {
     }
 }
 
-type Ack<T> = oneshot::Sender<Result<T, AuditError>>;
+type AckTx<T> = oneshot::Sender<Result<T, AuditError>>;
+
+/// A queued record's acknowledgement: resolves to its `seq` once durable.
+pub struct Ack {
+    done: oneshot::Receiver<Result<u64, AuditError>>,
+    errors: Counter,
+}
+
+impl std::future::Future for Ack {
+    type Output = Result<u64, AuditError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.done).poll(cx).map(|r| {
+            // A dropped sender means the writer thread is gone; it counted nothing.
+            r.unwrap_or_else(|_| {
+                self.errors.inc();
+                Err(AuditError::Closed)
+            })
+        })
+    }
+}
 
 /// A message to the writer thread.
 enum Msg {
     /// Serialized by the caller, so the writer's critical section only
     /// chains and hashes (the group commit waits on it).
-    Record(chain::Body, Option<Ack<u64>>),
+    Record(chain::Body, Option<AckTx<u64>>),
     /// Acknowledged after every earlier message is written and fsync'd.
-    Flush(Ack<()>),
+    Flush(AckTx<()>),
     /// From the ticker: probe after an outage, write a timed checkpoint.
     Tick,
 }
@@ -247,6 +270,13 @@ impl AuditSink {
     /// Appends one record; resolves once it is written and durable per the
     /// `fsync` policy. Returns its `seq`.
     pub async fn record(&self, ev: &AuditEvent) -> Result<u64, AuditError> {
+        self.submit(ev).await?.await
+    }
+
+    /// Queues one record for writing. Once this resolves the record is in
+    /// the writer's queue (whatever happens to the caller); the returned
+    /// `Ack` resolves when it is durable.
+    pub async fn submit(&self, ev: &AuditEvent) -> Result<Ack, AuditError> {
         let body = self.serialize(ev)?;
         let (ack, done) = oneshot::channel();
         if self
@@ -259,10 +289,9 @@ impl AuditSink {
             self.inner.counters.errors.inc();
             return Err(AuditError::Closed);
         }
-        // A dropped ack means the writer thread is gone; it counted nothing.
-        done.await.unwrap_or_else(|_| {
-            self.inner.counters.errors.inc();
-            Err(AuditError::Closed)
+        Ok(Ack {
+            done,
+            errors: self.inner.counters.errors.clone(),
         })
     }
 
@@ -443,11 +472,11 @@ fn file_name(path: &Path) -> Option<String> {
 /// A record waiting to be committed.
 struct Pending {
     body: chain::Body,
-    ack: Option<Ack<u64>>,
+    ack: Option<AckTx<u64>>,
 }
 
 /// A record placed in the chain (not yet on disk): its waiter and new head.
-type Chained = (Option<Ack<u64>>, ChainHead);
+type Chained = (Option<AckTx<u64>>, ChainHead);
 
 /// Signed checkpoint state.
 struct Checkpoints {
@@ -1157,7 +1186,7 @@ fn tick(weak: &mpsc::WeakSender<Msg>) {
 }
 
 /// Acknowledges a waiter; one that gave up waiting is fine to ignore.
-fn reply(ack: Option<Ack<u64>>, result: Result<u64, AuditError>) {
+fn reply(ack: Option<AckTx<u64>>, result: Result<u64, AuditError>) {
     if let Some(ack) = ack {
         let _ = ack.send(result);
     }

@@ -36,4 +36,34 @@ pub enum AuthError {
     MissingClaim(&'static str),
     #[error("claim `{0}` has the wrong type or value")]
     BadClaim(&'static str),
+    #[error("more than one Authorization header")]
+    AmbiguousAuthorization,
+    #[error("claim `{0}` cannot be forwarded as an identity header value")]
+    UnsafeIdentity(&'static str),
+}
+
+impl AuthError {
+    /// A short stable code for the audit record's `token_error` field and
+    /// logs (never token content).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Malformed => "malformed",
+            AuthError::CriticalHeader => "critical_header",
+            AuthError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::AmbiguousKey => "ambiguous_key",
+            AuthError::KeyAlgorithmMismatch => "key_algorithm_mismatch",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::LifetimeTooLong { .. } => "lifetime_too_long",
+            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::BadClaim(_) => "bad_claim",
+            AuthError::AmbiguousAuthorization => "ambiguous_authorization",
+            AuthError::UnsafeIdentity(_) => "unsafe_identity",
+        }
+    }
 }

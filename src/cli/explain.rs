@@ -1,24 +1,26 @@
 //! `purposegate explain`: the decision for a token and request, with every
-//! check made, computed by the same pure functions `serve` uses and without
-//! contacting the upstream (`--meta` simulates its response metadata).
+//! check made, computed by the same shell (`policy::engine`) and the same
+//! pure rules `serve` uses, without contacting the upstream. The response
+//! rules run on `--meta` (the simulated response head) or, without it, on a
+//! 2xx response without metadata — as `serve` would judge a store that sends
+//! none — and the output says which.
 
+use std::io::Read;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::{fail, ExplainArgs};
 use crate::auth::Verifier;
 use crate::config::Config;
-use std::sync::Arc;
-
 use crate::consent::file::{ConsentData, FileConsent};
 use crate::consent::postgres::PgConsent;
 use crate::consent::ConsentStore;
 use crate::metrics::Metrics;
 use crate::policy::decide::has_method_override;
-use crate::policy::{
-    decide_post, decide_pre, AuthState, Check, Lookup, Outcome, RequestFacts, ResponseMeta,
-};
+use crate::policy::engine::{self, Held, Registry};
+use crate::policy::{Check, Outcome, RequestFacts, ResponseMeta};
 use crate::time::{now_millis, parse_rfc3339};
 
 /// Runs `explain`; exit 0 for allow, 1 for deny or bad input.
@@ -50,6 +52,46 @@ fn header_map(pairs: &[String], flag: &str) -> Result<HeaderMap, String> {
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// The token text from `--token` or `--token-file` (`-`: stdin).
+fn token_text(args: &ExplainArgs) -> Result<String, String> {
+    if let Some(t) = &args.token {
+        return Ok(t.clone());
+    }
+    let Some(file) = &args.token_file else {
+        return Err("give --token or --token-file".into());
+    };
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading the token from stdin: {e}"))?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+    }
+    Ok(text)
+}
+
+/// The request headers with the token as `serve` would receive it, so that
+/// one bearer parser decides (any case of `Bearer`, one header only).
+fn with_authorization(mut headers: HeaderMap, token: &str) -> Result<HeaderMap, String> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Ok(headers);
+    }
+    let has_scheme = token
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("bearer "));
+    let value = if has_scheme {
+        token.to_string()
+    } else {
+        format!("Bearer {token}")
+    };
+    let value = HeaderValue::from_str(&value).map_err(|_| "the token is not header text")?;
+    headers.append(http::header::AUTHORIZATION, value);
+    Ok(headers)
 }
 
 /// Computes the explanation text and whether the request would be allowed.
@@ -88,75 +130,50 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
         .to_ascii_uppercase()
         .parse()
         .map_err(|_| format!("bad method `{}`", args.method))?;
-    let request_headers = header_map(&args.headers, "--header")?;
+    let headers = with_authorization(header_map(&args.headers, "--header")?, &token_text(args)?)?;
     let meta_headers = header_map(&args.meta, "--meta")?;
     let path = args.path.split('?').next().unwrap_or_default();
 
-    let token = args.token.trim().trim_start_matches("Bearer ").trim();
-    let verified = if token.is_empty() {
-        None
-    } else {
-        Some(
-            verifier
-                .verify_uncached(token, now / 1000)
-                .map_err(|e| e.to_string()),
-        )
-    };
-    let auth = match &verified {
-        None => AuthState::Missing,
-        Some(Ok(claims)) => AuthState::Valid(claims),
-        Some(Err(why)) => AuthState::Invalid(why),
-    };
-    let facts = RequestFacts::new(
-        &policy,
-        &method,
-        path,
-        has_method_override(&request_headers),
-    );
-    let user = match facts.route {
-        Some(r) => consent.user(r.owner).await.ok(),
-        None => Some(Arc::default()),
-    };
-    let user_lookup = match &user {
-        Some(u) => Lookup::Known(u.as_ref()),
-        None => Lookup::Unavailable,
-    };
+    let authenticated = engine::authenticate(&headers, |t| {
+        std::future::ready(verifier.verify_uncached(t, now / 1000).map(Arc::new))
+    })
+    .await;
+    let facts = RequestFacts::new(&policy, &method, path, has_method_override(&headers));
+    let source = Registry(consent.as_ref());
     let mut trace: Vec<Check> = Vec::new();
-    let mut outcome = decide_pre(&policy, &facts, auth, user_lookup, now, &mut trace);
-    let mut post_ran = false;
-    if let (Outcome::Allow, AuthState::Valid(claims), Some(route), Some(user)) =
-        (outcome, auth, facts.route, &user)
-    {
-        if !args.meta.is_empty() {
-            post_ran = true;
+    let mut held = Held::default();
+    let admitted = engine::admit(
+        &policy,
+        &facts,
+        authenticated.state(),
+        &source,
+        now,
+        &mut held,
+        &mut trace,
+    )
+    .await;
+    let outcome = match &admitted {
+        Err(reason) => Outcome::Deny(*reason),
+        Ok(permitted) => {
             let status = meta_headers
                 .get("status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(200);
             let meta = ResponseMeta::from_headers(status, &meta_headers);
-            let org = match meta.org {
-                Some(o) => Some(consent.org(o).await.ok()),
-                None => None,
-            };
-            let org_lookup = org.as_ref().map(|o| match o {
-                Some(o) => Lookup::Known(o.as_ref()),
-                None => Lookup::Unavailable,
-            });
-            outcome = decide_post(
-                &policy,
-                claims,
-                route.owner,
-                &meta,
-                user,
-                org_lookup,
-                now,
-                &mut trace,
-            );
+            engine::respond(permitted, &meta, &source, &mut trace).await
         }
-    }
+    };
+    let post_ran = admitted.is_ok();
     Ok((
-        render(&method, path, outcome, &trace, post_ran),
+        render(
+            &method,
+            path,
+            outcome,
+            &trace,
+            post_ran,
+            args.meta.is_empty(),
+        ),
         outcome == Outcome::Allow,
     ))
 }
@@ -167,6 +184,7 @@ fn render(
     outcome: Outcome,
     trace: &[Check],
     post_ran: bool,
+    no_meta: bool,
 ) -> String {
     let mut out = format!("request: {method} {path}\n");
     match outcome {
@@ -181,12 +199,12 @@ fn render(
     for c in trace {
         let mark = if c.passed { "pass" } else { "FAIL" };
         out.push_str(&format!(
-            "  [{mark}] {:>2} {:<32} {}\n",
+            "  [{mark}] {:>3} {:<32} {}\n",
             c.rule, c.name, c.detail
         ));
     }
-    if outcome == Outcome::Allow && !post_ran {
-        out.push_str("note: response rules 12-16 (owner match; for training: de-identified, opt-outs, API opt-in) run on the upstream's metadata; pass --meta NAME:VALUE to simulate them\n");
+    if post_ran && no_meta {
+        out.push_str("note: no --meta given: the response rules 12-16 were evaluated as for a store that answers 200 without any x-content-* header (as serve would); pass --meta NAME:VALUE to simulate the store's metadata\n");
     }
     out
 }

@@ -117,9 +117,17 @@ pub enum PolicyCommand {
 pub struct ExplainArgs {
     #[arg(long, env = "PURPOSEGATE_CONFIG")]
     pub config: PathBuf,
-    /// The bearer token (without the "Bearer " prefix).
-    #[arg(long)]
-    pub token: String,
+    /// The bearer token (with or without the "Bearer " prefix). Prefer
+    /// --token-file: a token on the command line stays in shell history.
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the token from this file (`-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// HTTP method, e.g. GET.
     pub method: String,
     /// Request path, e.g. /v1/users/u1/conversations/c1.

@@ -1,17 +1,21 @@
-//! The functional core: CONTRACT §6 rules as pure functions. No I/O, no clock,
-//! no globals: `serve`, `explain` and `policy test` all call these, so what a
-//! test or `explain` shows is exactly what the proxy does.
+//! The functional core: the rules of the table (`rules`) as pure functions.
+//! No I/O, no clock, no globals: `serve`, `explain` and `policy test` drive
+//! them through one shell (`engine`), so what a test or `explain` shows is
+//! exactly what the proxy does.
 //!
-//! Rules are checked in table order and the first failure decides. Every
-//! check made is reported to a `Trace`; its detail text is built only inside
-//! the closure handed to the tracer, so with `NoTrace` a decision allocates
-//! nothing.
+//! `decide_pre` (rules 1-11) returns a `Permitted`: the proof of what it
+//! admitted (claims, route match, purpose rule, consent facts). The later
+//! rules take that proof, so they cannot run on a request it did not admit.
+//! Every check made is reported to a `Trace`; its detail text is built only
+//! inside the closure handed to the tracer, so with `NoTrace` a decision
+//! allocates nothing.
 
 use http::{HeaderMap, Method};
 
 use super::model::{Policy, PurposeRule};
 use super::reason::Reason;
 use super::routes::RouteMatch;
+use super::rules::{self, Rule};
 use crate::auth::Claims;
 use crate::consent::{OrgConsent, UserConsent};
 use crate::time::{format_rfc3339, parse_rfc3339, Millis};
@@ -61,9 +65,9 @@ pub fn has_method_override(headers: &HeaderMap) -> bool {
 /// One check made, for `explain` and `policy test` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// Rule number of CONTRACT §6 (1-16; 0 for checks outside the table).
-    pub rule: u8,
-    /// Short rule name, e.g. `subject_scope`.
+    /// The rule's number in the table (`-` for notes outside it).
+    pub rule: &'static str,
+    /// The rule's name (its reason code), e.g. `subject_not_in_scope`.
     pub name: &'static str,
     pub passed: bool,
     /// Human-readable facts behind the result (never a token or content).
@@ -71,8 +75,8 @@ pub struct Check {
 }
 
 /// Receives checks as they are made. `NoTrace` costs nothing on the hot path.
-pub trait Trace {
-    fn check(&mut self, rule: u8, name: &'static str, passed: bool, detail: &dyn Fn() -> String);
+pub trait Trace: Send {
+    fn check(&mut self, rule: &'static Rule, passed: bool, detail: &dyn Fn() -> String);
 }
 
 /// A tracer that records nothing.
@@ -80,14 +84,14 @@ pub struct NoTrace;
 
 impl Trace for NoTrace {
     #[inline]
-    fn check(&mut self, _: u8, _: &'static str, _: bool, _: &dyn Fn() -> String) {}
+    fn check(&mut self, _: &'static Rule, _: bool, _: &dyn Fn() -> String) {}
 }
 
 impl Trace for Vec<Check> {
-    fn check(&mut self, rule: u8, name: &'static str, passed: bool, detail: &dyn Fn() -> String) {
+    fn check(&mut self, rule: &'static Rule, passed: bool, detail: &dyn Fn() -> String) {
         self.push(Check {
-            rule,
-            name,
+            rule: rule.number,
+            name: rule.name(),
             passed,
             detail: detail(),
         });
@@ -149,80 +153,195 @@ impl<T> Clone for Lookup<'_, T> {
 
 impl<T> Copy for Lookup<'_, T> {}
 
-/// Content metadata from the upstream's response head (CONTRACT §4), raw.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ResponseMeta<'a> {
-    pub status: u16,
-    pub owner: Option<&'a str>,
-    pub created_at: Option<&'a str>,
-    pub source: Option<&'a str>,
-    pub org: Option<&'a str>,
-    pub deidentified: Option<&'a str>,
+/// One content-metadata header as the store sent it. Anything but exactly
+/// one visible-ASCII value is `Invalid`: a store (or something between it and
+/// us) that repeats a header must not get to choose which value we read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetaValue<'a> {
+    #[default]
+    Absent,
+    One(&'a str),
+    /// Repeated, or not visible ASCII; the text says which.
+    Invalid(&'static str),
 }
 
-impl<'a> ResponseMeta<'a> {
-    /// Reads the CONTRACT §4 headers (a header that is not visible ASCII
-    /// counts as absent, which the training rules treat as missing).
-    pub fn from_headers(status: u16, h: &'a http::HeaderMap) -> Self {
-        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-        ResponseMeta {
-            status,
-            owner: text("x-content-owner"),
-            created_at: text("x-content-created-at"),
-            source: text("x-content-source"),
-            org: text("x-content-org"),
-            deidentified: text("x-content-deidentified"),
+impl<'a> MetaValue<'a> {
+    /// Reads header `name` of `h`.
+    pub fn read(h: &'a http::HeaderMap, name: &str) -> Self {
+        let mut values = h.get_all(name).iter();
+        let Some(first) = values.next() else {
+            return MetaValue::Absent;
+        };
+        if values.next().is_some() {
+            return MetaValue::Invalid("sent more than once");
         }
+        match first.to_str() {
+            Ok(v) => MetaValue::One(v),
+            Err(_) => MetaValue::Invalid("not visible ASCII"),
+        }
+    }
+
+    /// The value, when there is exactly one.
+    pub fn one(self) -> Option<&'a str> {
+        match self {
+            MetaValue::One(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether a value was sent at all (one or several).
+    pub fn present(self) -> bool {
+        !matches!(self, MetaValue::Absent)
     }
 }
 
-/// Rules 1-11, before the upstream is contacted.
-pub fn decide_pre(
-    policy: &Policy,
-    req: &RequestFacts<'_, '_>,
-    auth: AuthState<'_>,
-    consent: Lookup<'_, UserConsent>,
+impl<'a> From<Option<&'a str>> for MetaValue<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(MetaValue::Absent, MetaValue::One)
+    }
+}
+
+/// Content metadata from the store's response head (reference §4).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseMeta<'a> {
+    pub status: u16,
+    pub owner: MetaValue<'a>,
+    pub created_at: MetaValue<'a>,
+    pub source: MetaValue<'a>,
+    pub org: MetaValue<'a>,
+    pub deidentified: MetaValue<'a>,
+}
+
+impl<'a> ResponseMeta<'a> {
+    /// Reads the reference §4 headers.
+    pub fn from_headers(status: u16, h: &'a http::HeaderMap) -> Self {
+        ResponseMeta {
+            status,
+            owner: MetaValue::read(h, "x-content-owner"),
+            created_at: MetaValue::read(h, "x-content-created-at"),
+            source: MetaValue::read(h, "x-content-source"),
+            org: MetaValue::read(h, "x-content-org"),
+            deidentified: MetaValue::read(h, "x-content-deidentified"),
+        }
+    }
+
+    /// The org whose consent rule 15 needs, when the response names exactly
+    /// one (the shell looks it up only then, and only for a 2xx).
+    pub fn org_to_look_up(&self) -> Option<&'a str> {
+        (200..300)
+            .contains(&self.status)
+            .then(|| self.org.one())
+            .flatten()
+            .filter(|o| !o.trim().is_empty())
+    }
+}
+
+/// The proof that rules 1-11 admitted a request: only `decide_pre` makes
+/// one, and the later rules (and forwarding) take it.
+#[derive(Debug, Clone, Copy)]
+pub struct Permitted<'p, 'a> {
+    claims: &'a Claims,
+    route: RouteMatch<'p, 'a>,
+    purpose: &'p PurposeRule,
+    user: &'a UserConsent,
+}
+
+impl<'p, 'a> Permitted<'p, 'a> {
+    /// The verified claims.
+    pub fn claims(&self) -> &'a Claims {
+        self.claims
+    }
+
+    /// The route and the path owner.
+    pub fn route(&self) -> RouteMatch<'p, 'a> {
+        self.route
+    }
+
+    /// The path owner (safe characters only, see rule 2).
+    pub fn owner(&self) -> &'a str {
+        self.route.owner
+    }
+
+    /// The purpose's rule.
+    pub fn purpose(&self) -> &'p PurposeRule {
+        self.purpose
+    }
+
+    /// The owner's consent facts as looked up for rule 11.
+    pub fn user(&self) -> &'a UserConsent {
+        self.user
+    }
+}
+
+/// The characters a path owner may consist of: RFC 3986 unreserved plus `@`.
+/// A store decodes nothing in them, so the id the checks saw is the one it
+/// serves (`%75%32` or `u2;v=1` would be `u2` to a decoding store).
+pub fn owner_is_safe(owner: &str) -> bool {
+    !owner.is_empty()
+        && owner.len() <= 256
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@'))
+}
+
+/// Rules 1-11, before the store is contacted. `Ok` is the proof of
+/// admission that the later rules take.
+pub fn decide_pre<'p, 'a>(
+    policy: &'p Policy,
+    req: &RequestFacts<'a, 'p>,
+    auth: AuthState<'a>,
+    consent: Lookup<'a, UserConsent>,
     now: Millis,
     trace: &mut dyn Trace,
-) -> Outcome {
-    outcome(pre_rules(policy, req, auth, consent, now, trace))
+) -> Result<Permitted<'p, 'a>, Reason> {
+    check_method(req, trace)?;
+    check_canonical(req, trace)?;
+    let claims = check_token(auth, trace)?;
+    let route = check_route(req, trace)?;
+    let purpose = check_purpose(policy, claims, trace)?;
+    check_role(policy, claims, &purpose.name, trace)?;
+    check_certification(claims, now, trace)?;
+    check_justification(purpose, claims, trace)?;
+    check_subject(purpose, claims, route.owner, trace)?;
+    let user = check_deletion(purpose, route.owner, consent, now, trace)?;
+    Ok(Permitted {
+        claims,
+        route,
+        purpose,
+        user,
+    })
 }
 
-/// Rules 12-16, on the upstream's response head, for a request `decide_pre`
-/// allowed. `owner` is the path owner; `org` is the lookup for `meta.org`
-/// (None when the caller did not look one up). A non-2xx response carries no
-/// content metadata and is allowed through untouched.
-#[allow(clippy::too_many_arguments)]
+/// Rules 12-16 on the store's response head, for a request `decide_pre`
+/// admitted. `org` is the lookup of `meta.org_to_look_up()` (None when the
+/// response names no org). A non-2xx response carries no content metadata
+/// and is let through untouched.
 pub fn decide_post(
-    policy: &Policy,
-    claims: &Claims,
-    owner: &str,
+    admitted: &Permitted<'_, '_>,
     meta: &ResponseMeta<'_>,
-    user: &UserConsent,
     org: Option<Lookup<'_, OrgConsent>>,
-    _now: Millis,
     trace: &mut dyn Trace,
 ) -> Outcome {
-    outcome(post_rules(policy, claims, owner, meta, user, org, trace))
+    outcome(post_rules(admitted, meta, org, trace))
 }
 
-fn outcome(r: Result<(), Reason>) -> Outcome {
+/// The outcome of a sequence of rules.
+pub fn outcome(r: Result<(), Reason>) -> Outcome {
     match r {
         Ok(()) => Outcome::Allow,
         Err(reason) => Outcome::Deny(reason),
     }
 }
 
-/// Records a check and turns a failure into the rule's reason.
-fn gate(
+/// Records a check and turns a failure into `reason`.
+pub(crate) fn gate_with(
     trace: &mut dyn Trace,
-    rule: u8,
-    name: &'static str,
+    rule: &'static Rule,
     ok: bool,
     reason: Reason,
     detail: &dyn Fn() -> String,
 ) -> Result<(), Reason> {
-    trace.check(rule, name, ok, detail);
+    trace.check(rule, ok, detail);
     if ok {
         Ok(())
     } else {
@@ -230,24 +349,14 @@ fn gate(
     }
 }
 
-fn pre_rules(
-    policy: &Policy,
-    req: &RequestFacts<'_, '_>,
-    auth: AuthState<'_>,
-    consent: Lookup<'_, UserConsent>,
-    now: Millis,
+/// Records a check and turns a failure into the rule's reason.
+pub(crate) fn gate(
     trace: &mut dyn Trace,
+    rule: &'static Rule,
+    ok: bool,
+    detail: &dyn Fn() -> String,
 ) -> Result<(), Reason> {
-    check_method(req, trace)?;
-    check_canonical(req.path, trace)?;
-    let claims = check_token(auth, trace)?;
-    let route = check_route(req, trace)?;
-    let rule = check_purpose(policy, claims, trace)?;
-    check_role(policy, claims, &rule.name, trace)?;
-    check_certification(claims, now, trace)?;
-    check_justification(rule, claims, trace)?;
-    check_subject(rule, claims, route.owner, trace)?;
-    check_deletion(rule, route.owner, consent, now, trace)
+    gate_with(trace, rule, ok, rule.reason, detail)
 }
 
 /// Rule 1.
@@ -256,10 +365,8 @@ fn check_method(req: &RequestFacts<'_, '_>, trace: &mut dyn Trace) -> Result<(),
     let ok = read && !req.method_override;
     gate(
         trace,
-        1,
-        "method",
+        &rules::METHOD,
         ok,
-        Reason::MethodNotAllowed,
         &|| match (read, req.method_override) {
             (true, false) => format!("{} is a read", req.method),
             (true, true) => format!("{} carries a method-override header", req.method),
@@ -268,51 +375,45 @@ fn check_method(req: &RequestFacts<'_, '_>, trace: &mut dyn Trace) -> Result<(),
     )
 }
 
-/// Rule 2.
-fn check_canonical(path: &str, trace: &mut dyn Trace) -> Result<(), Reason> {
-    let ok = super::canonical::is_canonical(path);
-    gate(
-        trace,
-        2,
-        "canonical_path",
-        ok,
-        Reason::NonCanonicalPath,
-        &|| {
-            if ok {
-                format!("path {path:?} is canonical")
-            } else {
-                format!("path {path:?} is not canonical (dot or empty segment, backslash, encoded / \\ . or control character, or bad escape)")
-            }
-        },
-    )
+/// Rule 2, including the owner segment of the matched route.
+fn check_canonical(req: &RequestFacts<'_, '_>, trace: &mut dyn Trace) -> Result<(), Reason> {
+    let path = req.path;
+    let canonical = super::canonical::is_canonical(path);
+    let bad_owner = req.route.map(|m| m.owner).filter(|o| !owner_is_safe(o));
+    let ok = canonical && bad_owner.is_none();
+    gate(trace, &rules::CANONICAL_PATH, ok, &|| {
+        if let (true, Some(owner)) = (canonical, bad_owner) {
+            return format!("owner segment {owner:?} has characters outside A-Z a-z 0-9 - . _ ~ @ (a store might decode it into another user)");
+        }
+        if ok {
+            format!("path {path:?} is canonical")
+        } else {
+            format!("path {path:?} is not canonical (dot or empty segment, backslash, encoded / \\ . or control character, or bad escape)")
+        }
+    })
 }
 
 /// Rules 3 and 4.
 fn check_token<'c>(auth: AuthState<'c>, trace: &mut dyn Trace) -> Result<&'c Claims, Reason> {
     let present = !matches!(auth, AuthState::Missing);
-    gate(
-        trace,
-        3,
-        "token_present",
-        present,
-        Reason::MissingToken,
-        &|| {
-            if present {
-                "bearer token present".to_string()
-            } else {
-                "no bearer token in the Authorization header".to_string()
-            }
-        },
-    )?;
+    gate(trace, &rules::TOKEN_PRESENT, present, &|| {
+        if present {
+            "bearer token present".to_string()
+        } else {
+            "no bearer token in the Authorization header".to_string()
+        }
+    })?;
     match auth {
         AuthState::Valid(claims) => {
-            trace.check(4, "token_valid", true, &|| {
+            trace.check(&rules::TOKEN_VALID, true, &|| {
                 format!("token of `{}` verified", claims.sub)
             });
             Ok(claims)
         }
         AuthState::Invalid(why) => {
-            trace.check(4, "token_valid", false, &|| format!("token refused: {why}"));
+            trace.check(&rules::TOKEN_VALID, false, &|| {
+                format!("token refused: {why}")
+            });
             Err(Reason::InvalidToken)
         }
         AuthState::Missing => Err(Reason::MissingToken),
@@ -320,27 +421,19 @@ fn check_token<'c>(auth: AuthState<'c>, trace: &mut dyn Trace) -> Result<&'c Cla
 }
 
 /// Rule 5.
-fn check_route<'r, 'p>(
-    req: &RequestFacts<'p, 'r>,
+fn check_route<'p, 'a>(
+    req: &RequestFacts<'a, 'p>,
     trace: &mut dyn Trace,
-) -> Result<RouteMatch<'r, 'p>, Reason> {
-    match req.route {
-        Some(m) => {
-            trace.check(5, "route", true, &|| {
-                format!(
-                    "route `{}` ({}) to upstream `{}`, owner {}",
-                    m.route.name, m.route.template, m.route.upstream, m.owner
-                )
-            });
-            Ok(m)
-        }
-        None => {
-            trace.check(5, "route", false, &|| {
-                format!("no policy route matches {:?}", req.path)
-            });
-            Err(Reason::NoRoute)
-        }
-    }
+) -> Result<RouteMatch<'p, 'a>, Reason> {
+    let m = req.route;
+    gate(trace, &rules::ROUTE, m.is_some(), &|| match m {
+        Some(m) => format!(
+            "route `{}` ({}) to upstream `{}`, owner {}",
+            m.route.name, m.route.template, m.route.upstream, m.owner
+        ),
+        None => format!("no policy route matches {:?}", req.path),
+    })?;
+    m.ok_or(Reason::NoRoute)
 }
 
 /// Rule 6: a prohibited purpose is named as such before "unknown".
@@ -350,17 +443,17 @@ fn check_purpose<'p>(
     trace: &mut dyn Trace,
 ) -> Result<&'p PurposeRule, Reason> {
     let Some(purpose) = claims.purpose.as_deref() else {
-        trace.check(6, "purpose", false, &|| "no purpose claim".to_string());
+        trace.check(&rules::PURPOSE, false, &|| "no purpose claim".to_string());
         return Err(Reason::UnknownPurpose);
     };
     if policy.prohibited.contains(purpose) {
-        trace.check(6, "purpose", false, &|| {
+        trace.check(&rules::PURPOSE, false, &|| {
             format!("purpose `{purpose}` is prohibited")
         });
         return Err(Reason::ProhibitedPurpose);
     }
     let rule = policy.purpose(purpose);
-    trace.check(6, "purpose", rule.is_some(), &|| match rule {
+    trace.check(&rules::PURPOSE, rule.is_some(), &|| match rule {
         Some(_) => format!("purpose `{purpose}` is defined"),
         None => format!("purpose `{purpose}` is not defined by the policy"),
     });
@@ -375,38 +468,24 @@ fn check_role(
     trace: &mut dyn Trace,
 ) -> Result<(), Reason> {
     let role = policy.permitting_role(&claims.roles, purpose);
-    gate(
-        trace,
-        7,
-        "role",
-        role.is_some(),
-        Reason::RoleNotPermitted,
-        &|| match role {
-            Some(r) => format!("purpose `{purpose}` permitted by role `{r}`"),
-            None => format!(
-                "no role of [{}] permits purpose `{purpose}`",
-                claims.roles.join(", ")
-            ),
-        },
-    )
+    gate(trace, &rules::ROLE, role.is_some(), &|| match role {
+        Some(r) => format!("purpose `{purpose}` permitted by role `{r}`"),
+        None => format!(
+            "no role of [{}] permits purpose `{purpose}`",
+            claims.roles.join(", ")
+        ),
+    })
 }
 
 /// Rule 8: the certification must still be valid now (strictly in the future).
 fn check_certification(claims: &Claims, now: Millis, trace: &mut dyn Trace) -> Result<(), Reason> {
     let exp = claims.training_cert_exp.map(|s| s.saturating_mul(1000));
     let ok = exp.is_some_and(|e| e > now);
-    gate(
-        trace,
-        8,
-        "training_certification",
-        ok,
-        Reason::TrainingCertificationRequired,
-        &|| match exp {
-            None => "no training_cert_exp claim".to_string(),
-            Some(e) if ok => format!("training certification valid until {}", format_rfc3339(e)),
-            Some(e) => format!("training certification expired at {}", format_rfc3339(e)),
-        },
-    )
+    gate(trace, &rules::TRAINING_CERTIFICATION, ok, &|| match exp {
+        None => "no training_cert_exp claim".to_string(),
+        Some(e) if ok => format!("training certification valid until {}", format_rfc3339(e)),
+        Some(e) => format!("training certification expired at {}", format_rfc3339(e)),
+    })
 }
 
 /// Rule 9.
@@ -416,7 +495,7 @@ fn check_justification(
     trace: &mut dyn Trace,
 ) -> Result<(), Reason> {
     let Some(name) = rule.justification_claim.as_deref() else {
-        trace.check(9, "justification", true, &|| {
+        trace.check(&rules::JUSTIFICATION, true, &|| {
             format!("purpose `{}` needs no justification claim", rule.name)
         });
         return Ok(());
@@ -424,10 +503,8 @@ fn check_justification(
     let value = claims.string(name).filter(|v| !v.trim().is_empty());
     gate(
         trace,
-        9,
-        "justification",
+        &rules::JUSTIFICATION,
         value.is_some(),
-        Reason::MissingJustification,
         &|| match value {
             Some(v) => format!("{name} = {v}"),
             None => format!("purpose `{}` needs a non-empty `{name}` claim", rule.name),
@@ -443,73 +520,57 @@ fn check_subject(
     trace: &mut dyn Trace,
 ) -> Result<(), Reason> {
     if !rule.subject_scoped {
-        trace.check(10, "subject_scope", true, &|| {
+        trace.check(&rules::SUBJECT_SCOPE, true, &|| {
             format!("purpose `{}` is not subject-scoped", rule.name)
         });
         return Ok(());
     }
     let ok = claims.subjects.iter().any(|s| s == owner);
-    gate(
-        trace,
-        10,
-        "subject_scope",
-        ok,
-        Reason::SubjectNotInScope,
-        &|| {
-            let subjects = claims.subjects.join(", ");
-            let verb = if ok { "in" } else { "not in" };
-            format!("owner {owner} {verb} subjects [{subjects}]")
-        },
-    )
+    gate(trace, &rules::SUBJECT_SCOPE, ok, &|| {
+        let subjects = claims.subjects.join(", ");
+        let verb = if ok { "in" } else { "not in" };
+        format!("owner {owner} {verb} subjects [{subjects}]")
+    })
 }
 
 /// Rule 11: fail closed when the registry cannot answer.
-fn check_deletion(
+fn check_deletion<'a>(
     rule: &PurposeRule,
     owner: &str,
-    consent: Lookup<'_, UserConsent>,
+    consent: Lookup<'a, UserConsent>,
     now: Millis,
     trace: &mut dyn Trace,
-) -> Result<(), Reason> {
+) -> Result<&'a UserConsent, Reason> {
     let Lookup::Known(user) = consent else {
-        trace.check(11, "account_deletion", false, &|| {
+        trace.check(&rules::ACCOUNT_DELETION, false, &|| {
             format!("consent registry unavailable for owner {owner}")
         });
         return Err(Reason::ConsentUnavailable);
     };
     let deleted = user.deleted_at(now);
     let ok = !deleted || rule.deletion_exempt;
-    gate(
-        trace,
-        11,
-        "account_deletion",
-        ok,
-        Reason::AccountDeleted,
-        &|| {
-            let at = user.deletion_requested_at.map(format_rfc3339);
-            match (deleted, at) {
-                (true, Some(at)) if ok => format!(
-                    "owner {owner} requested deletion at {at}; purpose `{}` is exempt (legal hold)",
-                    rule.name
-                ),
-                (true, Some(at)) => format!("owner {owner} requested deletion at {at}"),
-                _ => format!("owner {owner} has no deletion request in force"),
-            }
-        },
-    )
+    gate(trace, &rules::ACCOUNT_DELETION, ok, &|| {
+        let at = user.deletion_requested_at.map(format_rfc3339);
+        match (deleted, at) {
+            (true, Some(at)) if ok => format!(
+                "owner {owner} requested deletion at {at}; purpose `{}` is exempt (legal hold)",
+                rule.name
+            ),
+            (true, Some(at)) => format!("owner {owner} requested deletion at {at}"),
+            _ => format!("owner {owner} has no deletion request in force"),
+        }
+    })?;
+    Ok(user)
 }
 
 fn post_rules(
-    policy: &Policy,
-    claims: &Claims,
-    owner: &str,
+    admitted: &Permitted<'_, '_>,
     meta: &ResponseMeta<'_>,
-    user: &UserConsent,
     org: Option<Lookup<'_, OrgConsent>>,
     trace: &mut dyn Trace,
 ) -> Result<(), Reason> {
     if !(200..300).contains(&meta.status) {
-        trace.check(0, "upstream_status", true, &|| {
+        trace.check(&rules::UPSTREAM_STATUS, true, &|| {
             format!(
                 "upstream answered {}: no content, rules 12-16 do not apply",
                 meta.status
@@ -517,8 +578,17 @@ fn post_rules(
         });
         return Ok(());
     }
+    let owner = admitted.owner();
     check_owner(meta, owner, trace)?;
-    let rule = post_purpose(policy, claims, trace)?;
+    let rule = admitted.purpose;
+    let training =
+        rule.deidentified_only || rule.honour_opt_outs || rule.api_content_requires_opt_in;
+    if training && !meta.owner.present() {
+        // The consent rules are about the content's owner: the store must say.
+        return Err(missing(trace, &|| {
+            "x-content-owner is absent (the consent rules need it)".to_string()
+        }));
+    }
     let mut created = None;
     if rule.deidentified_only {
         check_deidentified(meta, trace)?;
@@ -526,14 +596,14 @@ fn post_rules(
     if rule.honour_opt_outs {
         let c = need_created(meta, 14, trace)?;
         created = Some(c);
-        check_opt_out(user, owner, meta, c, trace)?;
+        check_opt_out(admitted.user, owner, meta, c, trace)?;
     }
     if rule.api_content_requires_opt_in {
         check_api_content(meta, org, created, trace)?;
     }
-    if rule.deidentified_only || rule.honour_opt_outs || rule.api_content_requires_opt_in {
-        trace.check(16, "metadata", true, &|| {
-            "the metadata rules 13-15 need is present and parses".to_string()
+    if training {
+        trace.check(&rules::METADATA, true, &|| {
+            "the metadata rules 13-15 need is present, one value each, and parses".to_string()
         });
     }
     Ok(())
@@ -541,64 +611,58 @@ fn post_rules(
 
 /// Rule 12, for every purpose.
 fn check_owner(meta: &ResponseMeta<'_>, owner: &str, trace: &mut dyn Trace) -> Result<(), Reason> {
-    let ok = meta.owner.is_none_or(|o| o == owner);
-    gate(
-        trace,
-        12,
-        "owner_match",
-        ok,
-        Reason::OwnerMismatch,
-        &|| match meta.owner {
-            None => "no x-content-owner header".to_string(),
-            Some(o) if ok => format!("x-content-owner {o} is the path owner"),
-            Some(o) => format!("x-content-owner {o} is not the path owner {owner}"),
-        },
-    )
+    let ok = match meta.owner {
+        MetaValue::Absent => true,
+        MetaValue::One(o) => o == owner,
+        MetaValue::Invalid(_) => false,
+    };
+    gate(trace, &rules::OWNER_MATCH, ok, &|| match meta.owner {
+        MetaValue::Absent => "no x-content-owner header".to_string(),
+        MetaValue::One(o) if ok => format!("x-content-owner {o} is the path owner"),
+        MetaValue::One(o) => format!("x-content-owner {o} is not the path owner {owner}"),
+        MetaValue::Invalid(why) => format!("x-content-owner {why}: cannot be the path owner"),
+    })
 }
 
-/// The purpose's rule again (defensive: `decide_pre` already checked it).
-fn post_purpose<'p>(
-    policy: &'p Policy,
-    claims: &Claims,
-    trace: &mut dyn Trace,
-) -> Result<&'p PurposeRule, Reason> {
-    let purpose = claims.purpose.as_deref().unwrap_or("");
-    let rule = policy.purpose(purpose);
-    if rule.is_none() {
-        trace.check(6, "purpose", false, &|| {
-            format!("purpose `{purpose}` is not defined by the policy")
-        });
-    }
-    rule.ok_or(Reason::UnknownPurpose)
-}
-
-/// Rule 16: a needed header is absent or does not parse.
+/// Rule 16: a needed header is absent, repeated or does not parse.
 fn missing(trace: &mut dyn Trace, detail: &dyn Fn() -> String) -> Reason {
-    trace.check(16, "metadata", false, detail);
+    trace.check(&rules::METADATA, false, detail);
     Reason::MetadataMissing
+}
+
+/// The one value of a needed header, or rule 16's denial.
+fn need<'a>(
+    value: MetaValue<'a>,
+    name: &'static str,
+    rule: u8,
+    trace: &mut dyn Trace,
+) -> Result<&'a str, Reason> {
+    match value {
+        MetaValue::One(v) => Ok(v),
+        MetaValue::Absent => Err(missing(trace, &|| {
+            format!("{name} is absent (rule {rule} needs it)")
+        })),
+        MetaValue::Invalid(why) => Err(missing(trace, &|| {
+            format!("{name} {why} (rule {rule} needs one value)")
+        })),
+    }
 }
 
 /// Rule 13.
 fn check_deidentified(meta: &ResponseMeta<'_>, trace: &mut dyn Trace) -> Result<(), Reason> {
-    let value = meta.deidentified.map(str::trim);
-    let flag = match value {
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        _ => {
-            return Err(missing(trace, &|| match value {
-                None => "x-content-deidentified is absent (rule 13 needs it)".to_string(),
-                Some(v) => format!("x-content-deidentified {v:?} is not true or false"),
-            }))
-        }
+    let value = need(meta.deidentified, "x-content-deidentified", 13, trace)?.trim();
+    let flag = if value.eq_ignore_ascii_case("true") {
+        true
+    } else if value.eq_ignore_ascii_case("false") {
+        false
+    } else {
+        return Err(missing(trace, &|| {
+            format!("x-content-deidentified {value:?} is not true or false")
+        }));
     };
-    gate(
-        trace,
-        13,
-        "deidentified",
-        flag,
-        Reason::NotDeidentified,
-        &|| format!("x-content-deidentified: {flag}"),
-    )
+    gate(trace, &rules::DEIDENTIFIED, flag, &|| {
+        format!("x-content-deidentified: {flag}")
+    })
 }
 
 /// The creation time, which rules 14 and 15 need.
@@ -607,15 +671,12 @@ fn need_created(
     rule: u8,
     trace: &mut dyn Trace,
 ) -> Result<Millis, Reason> {
-    match meta.created_at.map(|c| (c, parse_rfc3339(c))) {
-        Some((_, Some(t))) => Ok(t),
-        Some((raw, None)) => Err(missing(trace, &|| {
+    let raw = need(meta.created_at, "x-content-created-at", rule, trace)?;
+    parse_rfc3339(raw).ok_or_else(|| {
+        missing(trace, &|| {
             format!("x-content-created-at {raw:?} is not RFC 3339 (rule {rule} needs it)")
-        })),
-        None => Err(missing(trace, &|| {
-            format!("x-content-created-at is absent (rule {rule} needs it)")
-        })),
-    }
+        })
+    })
 }
 
 /// Rule 14: opt-outs apply to content created inside an opt-out period only.
@@ -627,8 +688,8 @@ fn check_opt_out(
     trace: &mut dyn Trace,
 ) -> Result<(), Reason> {
     let out = user.opted_out_at(created);
-    gate(trace, 14, "opt_out", !out, Reason::OptedOut, &|| {
-        let at = meta.created_at.unwrap_or("");
+    gate(trace, &rules::OPTED_OUT, !out, &|| {
+        let at = meta.created_at.one().unwrap_or("");
         let verb = if out { "inside" } else { "outside" };
         format!("content created {at} is {verb} the training opt-outs of owner {owner}")
     })
@@ -641,47 +702,43 @@ fn check_api_content(
     created: Option<Millis>,
     trace: &mut dyn Trace,
 ) -> Result<(), Reason> {
-    match meta.source.map(str::trim) {
-        Some("consumer") => {
-            trace.check(15, "api_opt_in", true, &|| {
+    match need(meta.source, "x-content-source", 15, trace)?.trim() {
+        "consumer" => {
+            trace.check(&rules::API_CONTENT, true, &|| {
                 "x-content-source: consumer (not API content)".to_string()
             });
             return Ok(());
         }
-        Some("api") => {}
+        "api" => {}
         other => {
-            return Err(missing(trace, &|| match other {
-                None => "x-content-source is absent (rule 15 needs it)".to_string(),
-                Some(v) => format!("x-content-source {v:?} is not consumer or api"),
+            return Err(missing(trace, &|| {
+                format!("x-content-source {other:?} is not consumer or api")
             }))
         }
     }
-    let Some(org_id) = meta.org.filter(|o| !o.trim().is_empty()) else {
+    let org_id = need(meta.org, "x-content-org", 15, trace)?;
+    if org_id.trim().is_empty() {
         return Err(missing(trace, &|| {
-            "x-content-org is absent for API content (rule 15 needs it)".to_string()
+            "x-content-org is empty for API content (rule 15 needs it)".to_string()
         }));
-    };
+    }
     let created = match created {
         Some(c) => c,
         None => need_created(meta, 15, trace)?,
     };
     let Some(Lookup::Known(consent)) = org else {
-        trace.check(15, "api_opt_in", false, &|| {
-            format!("consent registry unavailable for org {org_id}")
-        });
-        return Err(Reason::ConsentUnavailable);
+        return gate_with(
+            trace,
+            &rules::API_CONTENT,
+            false,
+            Reason::ConsentUnavailable,
+            &|| format!("consent registry unavailable for org {org_id}"),
+        );
     };
     let shared = consent.opted_in_at(created);
-    gate(
-        trace,
-        15,
-        "api_opt_in",
-        shared,
-        Reason::ApiContentNotShared,
-        &|| {
-            let at = format_rfc3339(created);
-            let verb = if shared { "inside" } else { "outside" };
-            format!("API content of org {org_id} created {at} is {verb} its training opt-ins")
-        },
-    )
+    gate(trace, &rules::API_CONTENT, shared, &|| {
+        let at = format_rfc3339(created);
+        let verb = if shared { "inside" } else { "outside" };
+        format!("API content of org {org_id} created {at} is {verb} its training opt-ins")
+    })
 }

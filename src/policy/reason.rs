@@ -1,4 +1,6 @@
-//! Reason codes (CONTRACT §6) and the one place that maps each to an HTTP status.
+//! Reason codes (docs/reference.md §6) and the one place that maps each to an
+//! HTTP status. Which rule yields which reason is the rule table's business
+//! (`rules`).
 
 use http::StatusCode;
 
@@ -23,15 +25,27 @@ pub enum Reason {
     OptedOut,
     ApiContentNotShared,
     MetadataMissing,
+    JustificationNotFound,
+    JustificationClosed,
+    JustificationNotAssigned,
+    JustificationSubjectMismatch,
+    SupportNotRequestedByUser,
+    JustificationUnavailable,
+    AccessBudgetExceeded,
+    BudgetUnavailable,
     ConsentUnavailable,
     AuditUnavailable,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// The request line is longer than `limits.max_uri_bytes`.
+    UriTooLong,
+    /// The client went away before its request was decided.
+    ClientCancelled,
 }
 
 impl Reason {
     /// Every reason, in rule order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 31] = [
         Reason::MethodNotAllowed,
         Reason::NonCanonicalPath,
         Reason::MissingToken,
@@ -49,10 +63,20 @@ impl Reason {
         Reason::OptedOut,
         Reason::ApiContentNotShared,
         Reason::MetadataMissing,
+        Reason::JustificationNotFound,
+        Reason::JustificationClosed,
+        Reason::JustificationNotAssigned,
+        Reason::JustificationSubjectMismatch,
+        Reason::SupportNotRequestedByUser,
+        Reason::JustificationUnavailable,
+        Reason::AccessBudgetExceeded,
+        Reason::BudgetUnavailable,
         Reason::ConsentUnavailable,
         Reason::AuditUnavailable,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
+        Reason::UriTooLong,
+        Reason::ClientCancelled,
     ];
 
     /// The stable snake_case code.
@@ -75,25 +99,44 @@ impl Reason {
             Reason::OptedOut => "opted_out",
             Reason::ApiContentNotShared => "api_content_not_shared",
             Reason::MetadataMissing => "metadata_missing",
+            Reason::JustificationNotFound => "justification_not_found",
+            Reason::JustificationClosed => "justification_closed",
+            Reason::JustificationNotAssigned => "justification_not_assigned",
+            Reason::JustificationSubjectMismatch => "justification_subject_mismatch",
+            Reason::SupportNotRequestedByUser => "support_not_requested_by_user",
+            Reason::JustificationUnavailable => "justification_unavailable",
+            Reason::AccessBudgetExceeded => "access_budget_exceeded",
+            Reason::BudgetUnavailable => "budget_unavailable",
             Reason::ConsentUnavailable => "consent_unavailable",
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::UriTooLong => "uri_too_long",
+            Reason::ClientCancelled => "client_cancelled",
         }
     }
 
     /// The HTTP status a denial with this reason gets.
-    pub const fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
             Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reason::NonCanonicalPath => StatusCode::BAD_REQUEST,
             Reason::MissingToken | Reason::InvalidToken => StatusCode::UNAUTHORIZED,
             Reason::NoRoute => StatusCode::NOT_FOUND,
-            Reason::ConsentUnavailable | Reason::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Reason::ConsentUnavailable
+            | Reason::AuditUnavailable
+            | Reason::JustificationUnavailable
+            | Reason::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::AccessBudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             Reason::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reason::UriTooLong => StatusCode::URI_TOO_LONG,
+            // nginx's "client closed request": never sent (nobody listens),
+            // only recorded.
+            Reason::ClientCancelled => match StatusCode::from_u16(499) {
+                Ok(s) => s,
+                Err(_) => StatusCode::BAD_REQUEST,
+            },
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -113,7 +156,10 @@ impl Reason {
             StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
             StatusCode::BAD_GATEWAY => "bad_gateway",
             StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
-            _ => "forbidden",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+            StatusCode::URI_TOO_LONG => "uri_too_long",
+            StatusCode::FORBIDDEN => "forbidden",
+            _ => "client_closed_request",
         }
     }
 }

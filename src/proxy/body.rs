@@ -24,17 +24,20 @@ struct Completion {
 }
 
 impl Completion {
-    fn finish(self, bytes: u64) {
+    /// Writes the `complete` record; `ended` says how the body ended.
+    fn finish(self, bytes: u64, ended: &'static str) {
         let mut event = self.event;
         event.event = EventKind::Complete;
         event.bytes = Some(bytes);
+        event.ended = Some(ended);
         event.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         self.audit.record_nowait(&event);
     }
 }
 
 pin_project_lite::pin_project! {
-    /// An upstream body that reports its size to the audit log when done.
+    /// An upstream body that reports its size and how it ended to the audit
+    /// log when done.
     pub struct AuditedBody {
         #[pin]
         inner: UpstreamBody,
@@ -46,7 +49,10 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(c) = this.completion.take() {
-                c.finish(*this.bytes);
+                // Dropped before the end: the client went away (or hyper
+                // stopped at a known length without asking for the end).
+                let ended = if this.inner.is_end_stream() { "complete" } else { "client_gone" };
+                c.finish(*this.bytes, ended);
             }
         }
     }
@@ -83,9 +89,16 @@ impl Body for AuditedBody {
                     *this.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(None) => {
                 if let Some(c) = this.completion.take() {
-                    c.finish(*this.bytes);
+                    c.finish(*this.bytes, "complete");
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // The store's body broke off (reset, bad chunk): the client
+                // got a cut response, and the record says so.
+                if let Some(c) = this.completion.take() {
+                    c.finish(*this.bytes, "upstream_error");
                 }
             }
             Poll::Pending => {}

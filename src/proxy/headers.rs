@@ -51,6 +51,11 @@ pub fn for_upstream(
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
+    // No body is forwarded (reads only), so nothing may announce one.
+    headers.remove(header::CONTENT_LENGTH);
+    // The client's own id is recorded (`client_request_id`), never passed
+    // off as ours: the store gets `x-purposegate-request-id`.
+    headers.remove(X_REQUEST_ID);
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
@@ -114,7 +119,11 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("5"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("accept", HeaderValue::from_static("application/json"));
+        h.insert("x-request-id", HeaderValue::from_static("client-chosen"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         for_upstream(&mut h, "e1", "support", "rid", "127.0.0.1");
+        assert!(h.get("x-request-id").is_none());
+        assert!(h.get(header::CONTENT_LENGTH).is_none());
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert_eq!(h["x-purposegate-subject"], "e1");
         assert_eq!(h["x-purposegate-purpose"], "support");

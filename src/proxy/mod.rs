@@ -15,6 +15,7 @@
 
 pub mod body;
 pub mod headers;
+mod record;
 pub mod request_id;
 pub mod respond;
 
@@ -25,20 +26,19 @@ use std::time::Instant;
 use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use tracing::Instrument;
 
-use crate::audit::{AuditEvent, DecisionKind, EventKind};
-use crate::auth::{self, Bearer, Claims};
-use crate::consent::UserConsent;
+use crate::audit::{AuditEvent, DecisionKind};
+use crate::auth::Claims;
 use crate::metrics::RequestLabels;
 use crate::policy::decide::has_method_override;
-use crate::policy::{
-    decide_post, decide_pre, AuthState, Lookup, NoTrace, Outcome, Policy, Reason, RequestFacts,
-    ResponseMeta,
-};
+use crate::policy::engine::{self, Held, Registry};
+use crate::policy::{NoTrace, Outcome, Policy, Reason, RequestFacts, ResponseMeta};
 use crate::state::App;
 use crate::time::now_millis;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{ForwardBody, UpstreamBody};
 pub use body::{AuditedBody, ProxyBody};
+use record::Recorder;
 
 /// What is known about a client connection, worked out once when it is
 /// accepted rather than on every request it carries.
@@ -63,20 +63,38 @@ impl ClientConn {
 
 /// Handles one client request end to end. Never fails: every outcome is a
 /// response, and every response was preceded by its audit decision record
-/// (or is a 503 `audit_unavailable` because that record could not be written).
+/// (or is a 503 `audit_unavailable` because that record could not be
+/// written). If the future is dropped (the client went away), the
+/// `Recorder` writes the record instead.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     client: Arc<ClientConn>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let request_id = request_id::next();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    serve_one(app, req, client, request_id)
+        .instrument(span)
+        .await
+}
+
+async fn serve_one(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    client: Arc<ClientConn>,
+    request_id: String,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
     let policy = app.policy.load_full();
-    let mut event = base_event(&req, request_id, &client);
-    let result = pipeline(&app, &policy, req, &client, &mut event, started).await;
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(reason) => deny(&app, &policy, &mut event, reason).await,
+    let mut rec = Recorder::new(
+        app.clone(),
+        policy.clone(),
+        base_event(&req, request_id, &client),
+        started,
+    );
+    let resp = match pipeline(&app, &policy, req, &client, &mut rec).await {
+        Ok(resp) => stream(rec, resp),
+        Err(reason) => deny(&app, &policy, rec, reason).await,
     };
     app.metrics
         .request_duration
@@ -84,17 +102,25 @@ pub async fn handle(
     resp
 }
 
-/// The fields of the audit record known from the request head alone.
+/// The fields of the audit record known from the request head alone, each
+/// bounded so that a record stays small whatever the client sends.
 fn base_event(req: &Request<Incoming>, request_id: String, client: &ClientConn) -> AuditEvent {
-    AuditEvent {
+    let mut ev = AuditEvent {
         request_id,
-        event: EventKind::Decision,
-        method: req.method().as_str().to_string(),
-        path: req.uri().path().to_string(),
         client_addr: client.addr_text.clone(),
         client_cert_subject: client.cert_subject.as_ref().map(|p| p.0.to_string()),
         ..AuditEvent::default()
+    };
+    ev.set_method(req.method().as_str());
+    ev.set_path(req.uri().path());
+    if let Some(id) = req
+        .headers()
+        .get(headers::X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
+        ev.client_request_id = Some(ev.bounded("client_request_id", id));
     }
+    ev
 }
 
 /// Writes the denial's decision record and builds its response; if even that
@@ -102,21 +128,22 @@ fn base_event(req: &Request<Incoming>, request_id: String, client: &ClientConn) 
 async fn deny(
     app: &App,
     policy: &Policy,
-    event: &mut AuditEvent,
+    mut rec: Recorder,
     reason: Reason,
 ) -> Response<ProxyBody> {
-    event.decision = DecisionKind::Deny;
-    event.reason = Some(reason.code());
-    event.status = reason.status().as_u16();
-    let reason = match app.audit.record(event).await {
+    let status = reason.status().as_u16();
+    let reason = match rec
+        .write_decision(DecisionKind::Deny, status, Some(reason))
+        .await
+    {
         Ok(_) => reason,
         Err(e) => {
-            tracing::error!(request_id = %event.request_id, error = %e, "audit record not written; refusing");
+            tracing::error!(error = %e, "audit record not written; refusing");
             Reason::AuditUnavailable
         }
     };
-    count(app, policy, event, reason.code());
-    respond::denial(reason, &event.request_id).map(Either::Left)
+    count(app, policy, &rec.event, reason.code());
+    respond::denial(reason, &rec.event.request_id).map(Either::Left)
 }
 
 fn count(app: &App, policy: &Policy, event: &AuditEvent, reason: &'static str) {
@@ -149,129 +176,125 @@ fn purpose_label(policy: &Policy, purpose: Option<&str>) -> String {
 
 /// Fills the identity fields of the audit record from verified claims.
 fn describe_claims(event: &mut AuditEvent, policy: &Policy, claims: &Claims) {
-    event.subject = Some(claims.sub.clone());
-    event.roles = claims.roles.clone();
-    event.purpose = claims.purpose.clone();
-    event.token_id = claims.jti.clone();
+    event.subject = Some(event.bounded("subject", &claims.sub));
+    event.set_roles(&claims.roles);
+    event.purpose = claims
+        .purpose
+        .as_deref()
+        .map(|p| event.bounded("purpose", p));
+    event.token_id = claims.jti.as_deref().map(|j| event.bounded("token_id", j));
     let rule = claims
         .purpose
         .as_deref()
         .and_then(|p| policy.purposes.get(p));
     let claim = rule.and_then(|r| r.justification_claim.as_deref());
-    event.justification = claim.and_then(|c| claims.string(c)).map(str::to_string);
+    event.justification = claim
+        .and_then(|c| claims.string(c))
+        .map(|j| event.bounded("justification", j));
 }
 
-/// Verifies the bearer token (rules 3-4). Returns the claims or the
-/// verification failure as text for the trace.
-async fn authenticate(
-    app: &App,
-    req: &Request<Incoming>,
-    now_secs: i64,
-) -> Result<Option<Arc<Claims>>, String> {
-    match auth::bearer(req.headers()) {
-        Bearer::Missing => Ok(None),
-        Bearer::Ambiguous => Err("more than one Authorization header".to_string()),
-        Bearer::Token(token) => app
-            .verifier
-            .verify_async(token, now_secs)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string()),
-    }
-}
-
-/// Rules 1-16 and forwarding. `Err(reason)` is a denial for `handle` to write.
+/// Every rule and the forwarding; `Ok` is the store's response head, whose
+/// allow decision is recorded durably. `Err(reason)` is a denial for
+/// `handle` to record and render.
 async fn pipeline(
     app: &App,
     policy: &Policy,
     req: Request<Incoming>,
     client: &ClientConn,
-    event: &mut AuditEvent,
-    started: Instant,
-) -> Result<Response<ProxyBody>, Reason> {
+    rec: &mut Recorder,
+) -> Result<Response<UpstreamBody>, Reason> {
     let now = now_millis();
-    let path = req.uri().path();
+    let (parts, _body) = req.into_parts();
+    check_uri_length(app, &parts.uri)?;
+    let uri = parts.uri.clone();
+    let method = parts.method.clone();
+    let authenticated =
+        engine::authenticate(&parts.headers, |t| app.verifier.verify_async(t, now / 1000)).await;
+    if let Some(e) = authenticated.error() {
+        tracing::debug!(token_error = e.code(), error = %e, "token refused");
+        rec.event.token_error = Some(e.code());
+    }
+    if let Some(claims) = authenticated.claims() {
+        describe_claims(&mut rec.event, policy, claims);
+    }
     let facts = RequestFacts::new(
         policy,
-        req.method(),
-        path,
-        has_method_override(req.headers()),
+        &method,
+        uri.path(),
+        has_method_override(&parts.headers),
     );
-    let verified = authenticate(app, &req, now / 1000).await;
-    let auth_state = match &verified {
-        Ok(None) => AuthState::Missing,
-        Ok(Some(claims)) => AuthState::Valid(claims),
-        Err(why) => AuthState::Invalid(why),
-    };
-    if let AuthState::Valid(claims) = auth_state {
-        describe_claims(event, policy, claims);
-    }
     if let Some(m) = &facts.route {
-        event.owner = Some(m.owner.to_string());
-        event.route = Some(m.route.name.clone());
+        rec.event.owner = Some(rec.event.bounded("owner", m.owner));
+        rec.event.route = Some(m.route.name.clone());
     }
-    let user = lookup_user(app, &facts, &auth_state).await;
-    let consent = match &user {
-        Some(u) => Lookup::Known(u.as_ref()),
-        None => Lookup::Unavailable,
-    };
-    if let Outcome::Deny(reason) =
-        decide_pre(policy, &facts, auth_state, consent, now, &mut NoTrace)
-    {
-        return Err(reason);
-    }
-    // decide_pre allowed, so the route matched and the token verified.
-    let (Some(route), Ok(Some(claims)), Some(user)) = (facts.route, &verified, &user) else {
-        return Err(Reason::NoRoute);
-    };
+    let source = Registry(app.consent.as_ref());
+    let mut held = Held::default();
+    let admitted = engine::admit(
+        policy,
+        &facts,
+        authenticated.state(),
+        &source,
+        now,
+        &mut held,
+        &mut NoTrace,
+    )
+    .await?;
+    // The store is contacted only while the records of this request can be
+    // written (disk, reserve and local bound all fine).
+    app.audit.admit().map_err(|blocked| {
+        tracing::warn!(why = %blocked, "audit log cannot take records; refusing before the store");
+        Reason::AuditUnavailable
+    })?;
     let upstream = app
         .upstreams
-        .get(&route.route.upstream)
+        .get(&admitted.route().route.upstream)
         .ok_or(Reason::UpstreamUnavailable)?;
-    let owner = route.owner.to_string();
-    let upstream_req = forward_request(upstream, req, claims, &event.request_id, client)?;
+    let upstream_req = forward_request(
+        upstream,
+        parts,
+        admitted.claims(),
+        &rec.event.request_id,
+        client,
+    )?;
+    rec.contacted = true;
     let upstream_started = Instant::now();
     let sent = upstream.send(upstream_req).await;
     app.metrics
         .upstream_duration
         .observe(upstream_started.elapsed().as_secs_f64());
     let resp = sent?;
-    check_response(app, policy, claims, &owner, user, &resp, now).await?;
-    allow(app, policy, event, resp, started).await
-}
-
-/// Looks up the owner's consent when the rules will need it (route matched
-/// and token verified). `None` means the registry could not answer.
-async fn lookup_user(
-    app: &App,
-    facts: &RequestFacts<'_, '_>,
-    auth: &AuthState<'_>,
-) -> Option<Arc<UserConsent>> {
-    // Not needed: an earlier rule decides. The default record is shared.
-    static NOT_LOOKED_UP: std::sync::LazyLock<Arc<UserConsent>> =
-        std::sync::LazyLock::new(Arc::default);
-    let (Some(route), AuthState::Valid(_)) = (&facts.route, auth) else {
-        return Some(NOT_LOOKED_UP.clone());
-    };
-    match app.consent.user(route.owner).await {
-        Ok(u) => Some(u),
-        Err(e) => {
-            tracing::warn!(error = %e, "consent lookup failed");
-            None
-        }
+    let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers());
+    if let Outcome::Deny(reason) = engine::respond(&admitted, &meta, &source, &mut NoTrace).await {
+        return Err(reason);
     }
+    let status = resp.status().as_u16();
+    if let Err(e) = rec.write_decision(DecisionKind::Allow, status, None).await {
+        tracing::error!(error = %e, "audit record not written; refusing");
+        return Err(Reason::AuditUnavailable);
+    }
+    count(app, policy, &rec.event, "none");
+    Ok(resp)
 }
 
-/// Builds the request to the upstream: same method, path and query, body
-/// streamed through, headers cleaned and identity added.
+/// Rule outside the table: a request target longer than the configured
+/// bound is refused (414) before anything else looks at it.
+fn check_uri_length(app: &App, uri: &http::Uri) -> Result<(), Reason> {
+    let len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if len > app.config.limits.max_uri_bytes {
+        return Err(Reason::UriTooLong);
+    }
+    Ok(())
+}
+
+/// Builds the request to the upstream: same method, path and query, no
+/// body, headers cleaned and identity added.
 fn forward_request(
     upstream: &crate::upstream::Upstream,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
     claims: &Claims,
     request_id: &str,
     client: &ClientConn,
-) -> Result<Request<Incoming>, Reason> {
-    let (mut parts, body) = req.into_parts();
+) -> Result<Request<ForwardBody>, Reason> {
     parts.uri = upstream.uri(parts.uri.path_and_query().cloned())?;
     parts.version = http::Version::HTTP_11;
     let purpose = claims.purpose.as_deref().unwrap_or_default();
@@ -285,67 +308,19 @@ fn forward_request(
     parts
         .headers
         .insert(http::header::HOST, upstream.host_header().clone());
-    Ok(Request::from_parts(parts, body))
+    Ok(Request::from_parts(parts, ForwardBody::new()))
 }
 
-/// Rules 12-16 on the upstream's response head.
-async fn check_response(
-    app: &App,
-    policy: &Policy,
-    claims: &Claims,
-    owner: &str,
-    user: &UserConsent,
-    resp: &Response<UpstreamBody>,
-    now: i64,
-) -> Result<(), Reason> {
-    let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers());
-    let org = match meta.org {
-        Some(org) if resp.status().is_success() => Some(app.consent.org(org).await),
-        _ => None,
-    };
-    let org_lookup = match &org {
-        None => None,
-        Some(Ok(o)) => Some(Lookup::Known(o.as_ref())),
-        Some(Err(_)) => Some(Lookup::Unavailable),
-    };
-    match decide_post(
-        policy,
-        claims,
-        owner,
-        &meta,
-        user,
-        org_lookup,
-        now,
-        &mut NoTrace,
-    ) {
-        Outcome::Allow => Ok(()),
-        Outcome::Deny(reason) => Err(reason),
-    }
-}
-
-/// Writes the allow decision record durably, then streams the response.
-async fn allow(
-    app: &App,
-    policy: &Policy,
-    event: &mut AuditEvent,
-    resp: Response<UpstreamBody>,
-    started: Instant,
-) -> Result<Response<ProxyBody>, Reason> {
-    event.decision = DecisionKind::Allow;
-    event.reason = None;
-    event.status = resp.status().as_u16();
-    if let Err(e) = app.audit.record(event).await {
-        tracing::error!(request_id = %event.request_id, error = %e, "audit record not written; refusing");
-        return Err(Reason::AuditUnavailable);
-    }
-    count(app, policy, event, "none");
+/// Streams the response of a request whose allow decision is recorded; the
+/// record moves into the body, which completes it.
+fn stream(rec: Recorder, resp: Response<UpstreamBody>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = http::HeaderValue::from_str(&event.request_id) {
+    // The client side speaks HTTP/1.1 (keep-alive) or HTTP/2 whatever the
+    // store spoke: an HTTP/1.0 store must not close every client connection.
+    parts.version = http::Version::HTTP_11;
+    if let Ok(v) = http::HeaderValue::from_str(&rec.event.request_id) {
         parts.headers.insert(headers::X_REQUEST_ID, v);
     }
-    // The decision is recorded and nothing below can fail, so the record
-    // moves into the body, which completes it; no second copy is made.
-    let body = AuditedBody::new(body, app.audit.clone(), std::mem::take(event), started);
-    Ok(Response::from_parts(parts, Either::Right(body)))
+    Response::from_parts(parts, Either::Right(rec.into_body(body)))
 }

@@ -9,10 +9,32 @@ use hyper::body::Incoming;
 
 use super::pool::PooledBody;
 
-/// A response body from a pooled plain connection or from the TLS client.
-pub enum UpstreamBody {
+/// A response body from a pooled plain connection or from the TLS client,
+/// holding its share of the upstream's connection bound until it is done.
+pub struct UpstreamBody {
+    inner: Inner,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+enum Inner {
     Pooled(PooledBody),
     Client(Incoming),
+}
+
+impl UpstreamBody {
+    pub(crate) fn pooled(b: PooledBody, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        UpstreamBody {
+            inner: Inner::Pooled(b),
+            _permit: Some(permit),
+        }
+    }
+
+    pub(crate) fn client(b: Incoming, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        UpstreamBody {
+            inner: Inner::Client(b),
+            _permit: Some(permit),
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -23,24 +45,24 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // Both variants are Unpin, so the enum is too.
-        match self.get_mut() {
-            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+        // Both variants and the permit are Unpin, so the struct is too.
+        match &mut self.get_mut().inner {
+            Inner::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Inner::Client(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Pooled(b) => b.is_end_stream(),
-            UpstreamBody::Client(b) => b.is_end_stream(),
+        match &self.inner {
+            Inner::Pooled(b) => b.is_end_stream(),
+            Inner::Client(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Pooled(b) => b.size_hint(),
-            UpstreamBody::Client(b) => b.size_hint(),
+        match &self.inner {
+            Inner::Pooled(b) => b.size_hint(),
+            Inner::Client(b) => b.size_hint(),
         }
     }
 }

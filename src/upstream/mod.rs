@@ -12,6 +12,10 @@ pub mod pool;
 
 pub use body::UpstreamBody;
 
+/// What a forwarded request carries: nothing. Only reads are forwarded, and
+/// a body a client sends with one never reaches the store.
+pub type ForwardBody = http_body_util::Empty<bytes::Bytes>;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +25,6 @@ use arc_swap::ArcSwap;
 
 use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -30,7 +33,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::policy::Reason;
 
-type Pool = Client<HttpsConnector<HttpConnector>, Incoming>;
+type Pool = Client<HttpsConnector<HttpConnector>, ForwardBody>;
 
 /// How requests reach one upstream.
 enum Transport {
@@ -48,6 +51,9 @@ pub struct Upstream {
     /// The `Host` header every forwarded request carries (built once).
     host: HeaderValue,
     response_timeout: Duration,
+    /// Requests in flight to this upstream (each holds a permit until its
+    /// response body is done): bounds the connections it is asked to take.
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Kept to rebuild the client when TLS files change.
     config: UpstreamConfig,
     /// The TLS files' fingerprint taken just before the first load, so that
@@ -102,9 +108,10 @@ impl Upstream {
         let transport = if cfg.url.scheme_str() == Some("https") {
             Transport::Tls(ArcSwap::from_pointee(client(cfg)?))
         } else {
-            Transport::Plain(pool::ConnPool::new(
+            Transport::Plain(pool::ConnPool::with_header_limit(
                 plain_addr(authority),
                 cfg.connect_timeout,
+                cfg.max_response_header_bytes,
             ))
         };
         Ok(Some(Upstream {
@@ -113,6 +120,7 @@ impl Upstream {
             authority: authority.clone(),
             host,
             response_timeout: cfg.response_timeout,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
             config: cfg.clone(),
             loaded,
         }))
@@ -149,7 +157,10 @@ impl Upstream {
         }
         parts.path_and_query =
             Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
-        Uri::from_parts(parts).map_err(|_| Reason::NonCanonicalPath)
+        Uri::from_parts(parts).map_err(|e| {
+            tracing::warn!(error = %e, "cannot build the upstream URI");
+            Reason::UpstreamUnavailable
+        })
     }
 
     pub fn host_header(&self) -> &HeaderValue {
@@ -158,13 +169,31 @@ impl Upstream {
 
     /// Sends the request and waits for the response head. A connection that
     /// cannot be made is `upstream_unavailable`; a head that does not arrive
-    /// within the response timeout is `upstream_timeout`.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<UpstreamBody>, Reason> {
+    /// within the response timeout is `upstream_timeout`. When
+    /// `max_connections` requests are already in flight, a request waits for
+    /// one to finish up to the connect timeout, then is `upstream_unavailable`.
+    pub async fn send(&self, req: Request<ForwardBody>) -> Result<Response<UpstreamBody>, Reason> {
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = self.in_flight.clone().acquire_owned();
+                match tokio::time::timeout(self.config.connect_timeout, wait).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::warn!(
+                            max_connections = self.config.max_connections,
+                            "upstream connection limit reached"
+                        );
+                        return Err(Reason::UpstreamUnavailable);
+                    }
+                }
+            }
+        };
         let limit = self.response_timeout;
         match &self.transport {
             Transport::Plain(pool) => match tokio::time::timeout(limit, pool.send(req)).await {
                 Err(_) => Err(Reason::UpstreamTimeout),
-                Ok(sent) => sent.map(|resp| resp.map(UpstreamBody::Pooled)),
+                Ok(sent) => sent.map(|resp| resp.map(|b| UpstreamBody::pooled(b, permit))),
             },
             Transport::Tls(client) => {
                 let client = client.load_full();
@@ -174,7 +203,7 @@ impl Upstream {
                         tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
                         Err(Reason::UpstreamUnavailable)
                     }
-                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Client)),
+                    Ok(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::client(b, permit))),
                 }
             }
         }
@@ -205,7 +234,11 @@ fn client(cfg: &UpstreamConfig) -> Result<Pool, ConfigError> {
     connector.enforce_http(false);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool::IDLE_TIMEOUT)
-        .pool_max_idle_per_host(pool::MAX_IDLE)
+        .pool_max_idle_per_host(pool::MAX_IDLE.min(cfg.max_connections))
+        .http1_max_buf_size(cfg.max_response_header_bytes.max(8192))
+        .http2_max_header_list_size(
+            u32::try_from(cfg.max_response_header_bytes).unwrap_or(u32::MAX),
+        )
         .build(https_connector(cfg, connector)?))
 }
 

@@ -21,6 +21,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::ForwardBody;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -33,12 +35,14 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per upstream; more are closed when returned
 /// (also the TLS client's setting).
 pub(crate) const MAX_IDLE: usize = 256;
+/// Default bound of an upstream response head.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// One HTTP/1.1 connection to the upstream: the request half and the
 /// connection future that does its I/O.
 pub struct Conn {
-    tx: SendRequest<Incoming>,
-    io: Connection<TokioIo<TcpStream>, Incoming>,
+    tx: SendRequest<ForwardBody>,
+    io: Connection<TokioIo<TcpStream>, ForwardBody>,
 }
 
 impl Conn {
@@ -58,6 +62,8 @@ struct Idle {
 pub struct ConnPool {
     addr: String,
     connect_timeout: Duration,
+    /// Bound of a response head (bytes), see `UpstreamConfig`.
+    max_header_bytes: usize,
     idle_timeout: Duration,
     /// Oldest first: connections are returned to and taken from the end, so
     /// the ones idle longest sit at the front.
@@ -66,9 +72,19 @@ pub struct ConnPool {
 
 impl ConnPool {
     pub fn new(addr: String, connect_timeout: Duration) -> Arc<Self> {
+        Self::with_header_limit(addr, connect_timeout, DEFAULT_MAX_HEADER_BYTES)
+    }
+
+    /// A pool whose connections refuse response heads over `max_header_bytes`.
+    pub fn with_header_limit(
+        addr: String,
+        connect_timeout: Duration,
+        max_header_bytes: usize,
+    ) -> Arc<Self> {
         Arc::new(ConnPool {
             addr,
             connect_timeout,
+            max_header_bytes,
             idle_timeout: IDLE_TIMEOUT,
             idle: Mutex::new(Vec::new()),
         })
@@ -80,7 +96,7 @@ impl ConnPool {
     /// it is dropped and the request goes out on another one.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ForwardBody>,
     ) -> Result<Response<PooledBody>, Reason> {
         let mut req = req;
         loop {
@@ -175,10 +191,16 @@ impl ConnPool {
                 Reason::UpstreamUnavailable
             })?;
         let _ = stream.set_nodelay(true);
-        let (tx, io) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| {
-            tracing::warn!(error = %e, "upstream handshake failed");
-            Reason::UpstreamUnavailable
-        })?;
+        // hyper's floor for the read buffer is 8 KiB.
+        let (tx, io) = http1::Builder::new()
+            .max_buf_size(self.max_header_bytes.max(8192))
+            .max_headers(200)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "upstream handshake failed");
+                Reason::UpstreamUnavailable
+            })?;
         Ok(Box::new(Conn { tx, io }))
     }
 }

@@ -411,9 +411,19 @@ impl Harness {
     }
 
     /// All audit records, parsed.
+    /// The request records (`decision`, `complete`) of the log, in order.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        read_audit(&self.audit_path())
+        request_records(&self.audit_path())
     }
+}
+
+/// The request records of a log, without the writer's own (chain and file
+/// headers, checkpoints, `resumed`).
+pub fn request_records(path: &Path) -> Vec<serde_json::Value> {
+    read_audit(path)
+        .into_iter()
+        .filter(|r| r["event"] == "decision" || r["event"] == "complete")
+        .collect()
 }
 
 pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {

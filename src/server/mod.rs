@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod conn;
+
 use crate::config::Config;
 use crate::proxy::ClientConn;
 use crate::state::{fingerprint, App, StartError};
@@ -127,7 +129,10 @@ async fn serve_proxy(
     tls: Option<Arc<ServerTls>>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = conn::builder(&app.config.limits);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        app.config.limits.max_connections,
+    ));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -136,40 +141,38 @@ async fn serve_proxy(
         let (stream, client) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and similar: back off rather than spin.
+                // Out of file descriptors and similar: back off rather than
+                // spin, and say so on /readyz.
                 tracing::warn!(error = %e, "accept failed");
+                app.connections.accept_failed();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // At the cap: close this one at once, keep serving the others.
+            app.metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        if let Some(tls) = &tls {
+        let accepted = Accepted {
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            _slot: slot,
+        };
+        match &tls {
             // The handshake runs in the connection's task, so a slow client
             // never holds up the accept loop.
-            tokio::spawn(serve_tls_connection(
-                app.clone(),
-                builder.clone(),
-                tls.acceptor(),
-                (stream, client),
-                graceful.watcher(),
-            ));
-            continue;
-        }
-        let app = app.clone();
-        let conn = Arc::new(ClientConn::new(client, None));
-        let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let (app, conn) = (app.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, conn).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
+            Some(tls) => {
+                tokio::spawn(accepted.serve_tls(tls.acceptor(), stream, client));
             }
-        });
+            None => {
+                let conn = Arc::new(ClientConn::new(client, None));
+                tokio::spawn(accepted.serve(stream, conn));
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -183,33 +186,79 @@ async fn serve_proxy(
     }
 }
 
-/// One TLS connection: handshake, then HTTP/2 or HTTP/1.1 (as ALPN chose;
-/// the auto builder also recognises the HTTP/2 preface). Every request's
-/// audit record carries the verified client certificate's subject.
-async fn serve_tls_connection(
+/// One accepted client connection and what serving it needs; holds its
+/// slot of `limits.max_connections` until the connection ends.
+struct Accepted {
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
-    acceptor: tokio_rustls::TlsAcceptor,
-    (stream, client): (tokio::net::TcpStream, SocketAddr),
     watcher: hyper_util::server::graceful::Watcher,
-) {
-    let (tls, peer) = match crate::tls::server::handshake(acceptor, stream).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            tracing::debug!(%client, error = %e, "TLS handshake failed");
-            return;
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Accepted {
+    /// A TLS connection: handshake, then HTTP/2 or HTTP/1.1 (as ALPN chose;
+    /// the auto builder also recognises the HTTP/2 preface). Every request's
+    /// audit record carries the verified client certificate's subject.
+    async fn serve_tls(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        client: SocketAddr,
+    ) {
+        let (tls, peer) = match crate::tls::server::handshake(acceptor, stream).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                return;
+            }
+        };
+        let conn = Arc::new(ClientConn::new(client, peer));
+        self.serve(tls, conn).await;
+    }
+
+    /// Serves HTTP on `io` until the client closes it, it fails, it stays
+    /// idle past `limits.idle_timeout`, or shutdown drains it.
+    async fn serve<I>(self, io: I, conn: Arc<ClientConn>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app;
+        app.connections.open.fetch_add(1, Ordering::Relaxed);
+        app.metrics.client_connections.inc();
+        let activity = conn::Activity::new();
+        let service = {
+            let (app, activity) = (app.clone(), activity.clone());
+            service_fn(move |req: hyper::Request<Incoming>| {
+                let (app, conn) = (app.clone(), conn.clone());
+                let busy = activity.request(&app.metrics.requests_in_flight);
+                async move {
+                    let resp = crate::proxy::handle(app, req, conn).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let http = self
+            .builder
+            .serve_connection(
+                TokioIo::new(conn::Tracked::new(io, activity.clone())),
+                service,
+            )
+            .into_owned();
+        let http = self.watcher.watch(http);
+        tokio::select! {
+            ended = http => {
+                if let Err(e) = ended {
+                    conn::count_error(&app.metrics, e.as_ref());
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            }
+            _ = conn::idle(&activity, app.config.limits.idle_timeout) => {
+                tracing::debug!("closing an idle client connection");
+            }
         }
-    };
-    let conn = Arc::new(ClientConn::new(client, peer));
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let (app, conn) = (app.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, conn).await) }
-    });
-    let conn = builder
-        .serve_connection(TokioIo::new(tls), service)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "client connection ended with an error");
+        app.connections.open.fetch_sub(1, Ordering::Relaxed);
+        app.metrics.client_connections.dec();
     }
 }
 

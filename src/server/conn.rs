@@ -1,0 +1,204 @@
+//! Per-connection limits the HTTP library does not enforce by itself: the
+//! cap on open client connections (beyond it a new connection is closed at
+//! once, so the rest keep being served and descriptors never run out), and
+//! the idle watchdog (a connection with no request in flight that has read
+//! and written nothing for `idle_timeout` is closed — silent sockets,
+//! HTTP/2 connections left open, clients that never send a preface).
+//! Request-head bounds and the header-read timeout (slowloris) are hyper's,
+//! configured in `builder`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::LimitsConfig;
+use crate::metrics::Metrics;
+
+/// The server builder with the configured request-head limits.
+pub fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        // The whole head must fit the read buffer, else 431.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid reset: a client that resets streams faster than it lets
+        // them finish is sent GOAWAY.
+        .max_pending_accept_reset_streams(Some(20));
+    b
+}
+
+/// Whether the connection did anything lately.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    /// Milliseconds after `base` of the last byte read or written.
+    last_ms: AtomicU64,
+    /// Requests whose response head has not been returned yet.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been idle, or None while a request is
+    /// in flight.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.base.elapsed().saturating_sub(last))
+    }
+
+    /// Marks a request in flight (on the connection and in `gauge`) until
+    /// the guard is dropped — also when the client goes away mid-request.
+    pub fn request(self: &Arc<Self>, gauge: &Gauge) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        gauge.inc();
+        InFlight(self.clone(), gauge.clone())
+    }
+}
+
+/// A request in flight on a connection.
+pub struct InFlight(Arc<Activity>, Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.1.dec();
+    }
+}
+
+/// Resolves once the connection has been idle for `limit`.
+pub async fn idle(activity: &Activity, limit: Duration) {
+    let mut wait = limit;
+    loop {
+        tokio::time::sleep(wait).await;
+        match activity.idle_for() {
+            Some(idle) if idle >= limit => return,
+            Some(idle) => wait = limit - idle,
+            None => wait = limit,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An I/O stream that notes when it last moved a byte.
+    pub struct Tracked<I> {
+        #[pin]
+        io: I,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<I> Tracked<I> {
+    pub fn new(io: I, activity: Arc<Activity>) -> Self {
+        activity.touch();
+        Tracked { io, activity }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Tracked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.io.poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// Counts a connection that ended with an error the HTTP parser raised
+/// (`purposegate_http_errors_total{kind}`): heads too large (414/431), bad
+/// framing, header-read timeouts. Client resets and closes are not counted.
+pub fn count_error(metrics: &Metrics, err: &(dyn std::error::Error + 'static)) {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            let kind = if h.is_parse_too_large() {
+                "head_too_large"
+            } else if h.is_parse_status() || h.is_parse() {
+                "bad_request"
+            } else if h.is_timeout() {
+                "header_timeout"
+            } else {
+                return;
+            };
+            metrics.http_error(kind);
+            return;
+        }
+        cause = e.source();
+    }
+}
