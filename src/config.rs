@@ -259,6 +259,8 @@ pub struct Config {
     pub reload_interval: Duration,
     /// TLS on the client listener; `None` serves plaintext.
     pub tls: Option<TlsConfig>,
+    /// The live justification check (`justifications:`), when configured.
+    pub justifications: Option<crate::justification::JustificationsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +284,8 @@ struct RawConfig {
     shutdown_grace_seconds: u64,
     #[serde(default = "default_reload_ms")]
     reload_interval_ms: u64,
+    #[serde(default)]
+    justifications: Option<Spanned<crate::justification::config::RawJustifications>>,
 }
 
 #[derive(Deserialize)]
@@ -483,6 +487,12 @@ impl Config {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
             tls,
+            justifications: raw
+                .justifications
+                .map(|j| {
+                    crate::justification::config::RawJustifications::validate(j, file, &resolve)
+                })
+                .transpose()?,
         })
     }
 }

@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Consent lookups of the PostgreSQL backend by result.
     pub consent_lookups: Family<ConsentLookupLabels, Counter>,
     pub consent_lookup_duration: Histogram,
+    /// Lookups of the live justification check (always exported, so that
+    /// alerts see a 0 also where the check is off).
+    pub justification: crate::justification::JustificationMetrics,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -79,6 +82,7 @@ impl Metrics {
             tls_reloads: Family::default(),
             consent_lookups: Family::default(),
             consent_lookup_duration: Histogram::new(consent_buckets()),
+            justification: Default::default(),
         };
         // Both results exist from the start so that alerts on `error` see a 0.
         for result in ["ok", "error"] {
@@ -130,6 +134,7 @@ impl Metrics {
             m.tls_reloads.clone(),
         );
         register_consent(&m, &mut r);
+        m.justification.register(&mut r);
         (m, r)
     }
 
