@@ -422,6 +422,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Client-side limits.
     pub limits: LimitsConfig,
+    /// The live justification check (`justifications:`), when configured.
+    pub justifications: Option<crate::justification::JustificationsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -447,6 +449,8 @@ struct RawConfig {
     reload_interval_ms: u64,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    justifications: Option<Spanned<crate::justification::config::RawJustifications>>,
 }
 
 #[derive(Deserialize)]
@@ -673,6 +677,12 @@ impl Config {
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
             tls,
             limits: validate_limits(file, &raw.limits)?,
+            justifications: raw
+                .justifications
+                .map(|j| {
+                    crate::justification::config::RawJustifications::validate(j, file, &resolve)
+                })
+                .transpose()?,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod inject;
+pub mod justification;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

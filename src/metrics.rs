@@ -82,6 +82,9 @@ pub struct Metrics {
     /// `audit.max_local_bytes` (0: no bound), for the alert on 80 %.
     pub audit_max_local_bytes: Gauge,
     pub process: ProcessMetrics,
+    /// Lookups of the live justification check (always exported, so that
+    /// alerts see a 0 also where the check is off).
+    pub justification: crate::justification::JustificationMetrics,
 }
 
 /// Process metrics, refreshed from `/proc` when `/metrics` is scraped.
@@ -169,6 +172,7 @@ impl Metrics {
             audit_local_bytes: Gauge::default(),
             audit_max_local_bytes: Gauge::default(),
             process: ProcessMetrics::default(),
+            justification: Default::default(),
         };
         // Both results exist from the start so that alerts on `error` see a 0.
         for result in ["ok", "error"] {
@@ -222,6 +226,7 @@ impl Metrics {
         register_consent(&m, &mut r);
         register_limits(&m, &mut r);
         register_process(&m, &mut r);
+        m.justification.register(&mut r);
         (m, r)
     }
 

@@ -106,6 +106,39 @@ audit:
   fsync: {{ .Values.config.audit.fsync | quote }}
 shutdown_grace_seconds: {{ int .Values.config.shutdownGraceSeconds }}
 reload_interval_ms: {{ int .Values.config.reloadIntervalMs }}
+{{- with .Values.justifications }}
+{{- if .enabled }}
+justifications:
+  url: {{ .url | quote }}
+  {{- with .purposes }}
+  purposes: {{ toJson . }}
+  {{- end }}
+  {{- if .bearerTokenSecret }}
+  bearer_token_file: /var/run/secrets/purposegate/justifications/token
+  {{- end }}
+  {{- if .caSecret }}
+  ca_file: /var/run/secrets/purposegate/justifications-ca/ca.crt
+  {{- end }}
+  allow_insecure_http: {{ .allowInsecureHttp | default false }}
+  {{- /* Keys left out of the values keep the proxy's defaults. */}}
+  {{- if hasKey . "cacheTtlSeconds" }}
+  cache_ttl_seconds: {{ int .cacheTtlSeconds }}
+  {{- end }}
+  {{- if hasKey . "maxStalenessSeconds" }}
+  max_staleness_seconds: {{ int .maxStalenessSeconds }}
+  {{- end }}
+  {{- if hasKey . "timeoutMs" }}
+  timeout_ms: {{ int .timeoutMs }}
+  {{- end }}
+  {{- if hasKey . "failFastMs" }}
+  fail_fast_ms: {{ int .failFastMs }}
+  {{- end }}
+  {{- if hasKey . "cacheMaxEntries" }}
+  cache_max_entries: {{ int .cacheMaxEntries }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The ConfigMap's data: config, policy and consent. */}}
@@ -166,6 +199,18 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
       mountPath: /var/run/secrets/purposegate/tls
       readOnly: true
     {{- end }}
+    {{- with .Values.justifications }}
+    {{- if and .enabled .bearerTokenSecret }}
+    - name: purposegate-justifications
+      mountPath: /var/run/secrets/purposegate/justifications
+      readOnly: true
+    {{- end }}
+    {{- if and .enabled .caSecret }}
+    - name: purposegate-justifications-ca
+      mountPath: /var/run/secrets/purposegate/justifications-ca
+      readOnly: true
+    {{- end }}
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar's container ports (proxy and admin). */}}
@@ -206,5 +251,23 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
 - name: purposegate-tls
   secret:
     secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- with .Values.justifications }}
+{{- if and .enabled .bearerTokenSecret }}
+- name: purposegate-justifications
+  secret:
+    secretName: {{ .bearerTokenSecret }}
+    items:
+      - key: {{ .bearerTokenKey | default "token" }}
+        path: token
+{{- end }}
+{{- if and .enabled .caSecret }}
+- name: purposegate-justifications-ca
+  secret:
+    secretName: {{ .caSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end }}
 {{- end }}
