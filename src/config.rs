@@ -259,6 +259,8 @@ pub struct Config {
     pub reload_interval: Duration,
     /// TLS on the client listener; `None` serves plaintext.
     pub tls: Option<TlsConfig>,
+    /// Per-employee access budgets in Redis (`budgets:`, CONTRACT §11).
+    pub budgets: Option<crate::budget::BudgetsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +284,8 @@ struct RawConfig {
     shutdown_grace_seconds: u64,
     #[serde(default = "default_reload_ms")]
     reload_interval_ms: u64,
+    #[serde(default)]
+    budgets: Option<Spanned<crate::budget::RawBudgets>>,
 }
 
 #[derive(Deserialize)]
@@ -483,6 +487,10 @@ impl Config {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_seconds),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
             tls,
+            budgets: raw
+                .budgets
+                .map(|b| crate::budget::RawBudgets::validate(b, file, &resolve))
+                .transpose()?,
         })
     }
 }
