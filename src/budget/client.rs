@@ -55,9 +55,11 @@ impl Conn {
     ) -> Result<Arc<Conn>, redis::RedisError> {
         let client = redis::Client::open(info)?;
         // No retries inside the manager: the probe task paces reconnection.
+        // Its response timeout only frees requests abandoned at our own
+        // (shorter) bound, so that a stuck connection does not pile them up.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout * 2))
             .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         let wake = Arc::new(Notify::new());
@@ -131,31 +133,25 @@ impl Conn {
     }
 
     /// One probe: a PING that may wait for a connection to be made, then one
-    /// that must answer within the check timeout. Replaces the manager when
-    /// the first one times out (the connection may be stuck).
+    /// that must answer within the check timeout. A probe that times out
+    /// (ours or the manager's response timeout) replaces the manager: the
+    /// connection may be stuck, and only a new one would tell.
     async fn probe(&self) -> bool {
         let mut manager = (**self.manager.load()).clone();
         let connect = self.connect_timeout + self.timeout;
-        let first = match tokio::time::timeout(connect, ping(&mut manager)).await {
-            Ok(r) => r.map_err(Unavailable::Redis),
-            Err(_) => {
-                self.replace_manager();
-                Err(Unavailable::Timeout(connect))
-            }
-        };
-        let second = match first {
-            Ok(()) => match tokio::time::timeout(self.timeout, ping(&mut manager)).await {
-                Ok(r) => r.map_err(Unavailable::Redis),
-                Err(_) => Err(Unavailable::Timeout(self.timeout)),
-            },
-            Err(e) => Err(e),
-        };
-        match second {
+        let mut result = bounded_ping(&mut manager, connect).await;
+        if result.is_ok() {
+            result = bounded_ping(&mut manager, self.timeout).await;
+        }
+        match result {
             Ok(()) => {
                 self.mark_ok();
                 true
             }
             Err(e) => {
+                if is_timeout(&e) {
+                    self.replace_manager();
+                }
                 self.mark_failed(&e);
                 false
             }
@@ -165,7 +161,9 @@ impl Conn {
     fn replace_manager(&self) {
         match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
             Ok(m) => self.manager.store(Arc::new(m)),
-            Err(e) => tracing::warn!(error = %e, "access budgets: cannot create a Redis connection manager"),
+            Err(e) => {
+                tracing::warn!(error = %e, "access budgets: cannot create a Redis connection manager")
+            }
         }
     }
 }
@@ -177,8 +175,20 @@ impl Drop for Conn {
     }
 }
 
-async fn ping(manager: &mut ConnectionManager) -> Result<(), redis::RedisError> {
-    redis::cmd("PING").query_async::<()>(manager).await
+async fn bounded_ping(manager: &mut ConnectionManager, bound: Duration) -> Result<(), Unavailable> {
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(bound, ping.query_async::<()>(manager)).await {
+        Ok(r) => r.map_err(Unavailable::Redis),
+        Err(_) => Err(Unavailable::Timeout(bound)),
+    }
+}
+
+fn is_timeout(e: &Unavailable) -> bool {
+    match e {
+        Unavailable::Timeout(_) => true,
+        Unavailable::Redis(e) => e.is_timeout(),
+        _ => false,
+    }
 }
 
 /// Probes at start and after each failure until Redis answers, pausing

@@ -140,7 +140,12 @@ impl RawBudgets {
             Some(p) => key_prefix(file, p)?,
             None => DEFAULT_KEY_PREFIX.to_string(),
         };
-        let timeout = millis(file, raw.timeout_ms.as_ref(), "timeout_ms", DEFAULT_TIMEOUT_MS)?;
+        let timeout = millis(
+            file,
+            raw.timeout_ms.as_ref(),
+            "timeout_ms",
+            DEFAULT_TIMEOUT_MS,
+        )?;
         let connect_timeout = millis(
             file,
             raw.connect_timeout_ms.as_ref(),
@@ -228,10 +233,7 @@ fn millis(
     Ok(Duration::from_millis(v.value))
 }
 
-fn limits(
-    file: &Path,
-    raw: &Spanned<Vec<Spanned<RawLimit>>>,
-) -> Result<Vec<Limit>, ConfigError> {
+fn limits(file: &Path, raw: &Spanned<Vec<Spanned<RawLimit>>>) -> Result<Vec<Limit>, ConfigError> {
     if raw.value.is_empty() {
         return Err(ConfigError::at(
             file,
@@ -307,8 +309,7 @@ fn limit(file: &Path, item: &Spanned<RawLimit>) -> Result<Limit, ConfigError> {
 fn valid_purpose(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
-        && p
-            .chars()
+        && p.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 

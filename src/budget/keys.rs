@@ -126,11 +126,7 @@ mod tests {
     #[test]
     fn the_hash_tag_is_the_first_braces() {
         let tag = Hasher::new(None).employee_tag("alice");
-        let k = key(
-            "purposegate:budget:",
-            &tag,
-            &limit(LimitKind::Requests),
-        );
+        let k = key("purposegate:budget:", &tag, &limit(LimitKind::Requests));
         let open = k.find('{').unwrap();
         let close = k.find('}').unwrap();
         assert_eq!(&k[open + 1..close], tag);

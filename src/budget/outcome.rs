@@ -31,7 +31,9 @@ pub struct LimitUsage {
 /// Why Redis gave no answer; the check fails closed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unavailable {
-    #[error("Redis failed less than a second ago; not waiting for it (reconnecting in the background)")]
+    #[error(
+        "Redis failed less than a second ago; not waiting for it (reconnecting in the background)"
+    )]
     FailingFast,
     #[error("Redis did not answer within {} ms", .0.as_millis())]
     Timeout(Duration),
@@ -151,7 +153,9 @@ fn ceil_secs(d: Duration) -> u64 {
 pub enum BudgetVerdict {
     Allow,
     /// 429 `access_budget_exceeded` with `Retry-After: <seconds>`.
-    Exceeded { retry_after_secs: u64 },
+    Exceeded {
+        retry_after_secs: u64,
+    },
     /// 503 `budget_unavailable`.
     Unavailable,
 }
@@ -363,11 +367,21 @@ mod tests {
         assert_eq!((usage[0].used, usage[1].used), (3, 10));
         assert!(usage[0].refused && usage[1].refused);
         let (v, detail) = rule18("support", &o);
-        assert_eq!(v, BudgetVerdict::Exceeded { retry_after_secs: 2001 });
+        assert_eq!(
+            v,
+            BudgetVerdict::Exceeded {
+                retry_after_secs: 2001
+            }
+        );
         assert_eq!(v.code(), Some("access_budget_exceeded"));
         assert_eq!(v.status(), Some(429));
         assert_eq!(v.retry_after_secs(), Some(2001));
-        assert!(detail.starts_with("support: distinct_owners budget of 3 per 60 s exhausted, frees in 2001 s"), "{detail}");
+        assert!(
+            detail.starts_with(
+                "support: distinct_owners budget of 3 per 60 s exhausted, frees in 2001 s"
+            ),
+            "{detail}"
+        );
 
         let facts = audit_facts(&o).unwrap();
         assert_eq!(

@@ -234,7 +234,12 @@ mod tests {
         assert_eq!(retry_after.as_secs(), 2);
         assert!(!refused.usage()[1].refused);
 
-        for bad in [&[][..], &[1, 2, 0][..], &[0, 1, 0, 5, 1, 0, 5][..], &[7, 0, 0, 1, 0, 0, 1][..]] {
+        for bad in [
+            &[][..],
+            &[1, 2, 0][..],
+            &[0, 1, 0, 5, 1, 0, 5][..],
+            &[7, 0, 0, 1, 0, 0, 1][..],
+        ] {
             assert_eq!(
                 charge_outcome(&ls, bad).result_label(),
                 "unavailable",
