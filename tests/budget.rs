@@ -566,6 +566,106 @@ async fn a_key_without_expiry_is_not_trusted() {
     assert!(pttl > 0 && pttl <= 3_600_000, "{pttl}");
 }
 
+/// A private redis-server on a free loopback port, killed on drop.
+struct OwnRedis {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl OwnRedis {
+    fn start(extra: &[&str]) -> OwnRedis {
+        let addr = closed_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &addr.port().to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let own = OwnRedis { child, addr };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return own;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not listen on {addr}");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The least-privilege ACL user of docs/budgets.md, with its password from
+/// `password_file`, is all the budgets need; without the password, checks
+/// are unavailable (fail closed).
+#[tokio::test]
+async fn a_least_privilege_acl_user_with_a_password_file_suffices() {
+    let docs = std::fs::read_to_string(common::repo().join("docs/budgets.md")).unwrap();
+    let rule = docs
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("user purposegate "))
+        .expect("docs/budgets.md lists the ACL rule `user purposegate ...`");
+    let rule = rule.replace("<password>", "s3cret");
+    let mut args = vec!["--user", "default", "off", "--user", "purposegate"];
+    args.extend(rule.split_whitespace());
+    let own = OwnRedis::start(&args);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    let limits = ["{purpose: support, distinct_owners: 1, window_seconds: 3600}"];
+    let url = format!("purposegate@{}", own.addr);
+    let with_pw = |extra: &str| {
+        let text = format!(
+            "{BASE}budgets:\n  redis_url: \"redis://{url}/0\"\n{extra}  limits:\n    - {}\n",
+            limits[0]
+        );
+        Config::parse(&dir.path().join("c.yaml"), &text)
+            .unwrap()
+            .budgets
+            .unwrap()
+    };
+    let b = replica(&with_pw("  password_file: pw\n"));
+    let o = until_allowed(&b, "alice", "u1").await;
+    assert_eq!(used(&o), [1]);
+    assert!(matches!(
+        b.charge("alice", "support", "u2").await,
+        Outcome::Exceeded { .. }
+    ));
+    assert_eq!(
+        b.peek("alice", "support", "u1").await.unwrap().current[0].used,
+        1
+    );
+
+    let no_pw = replica(&with_pw(""));
+    let o = no_pw.charge("alice", "support", "u1").await;
+    assert!(matches!(o, Outcome::Unavailable(_)), "{o:?}");
+}
+
+/// The example of docs/budgets.md is a valid config.
+#[test]
+fn the_documented_example_parses() {
+    let docs = std::fs::read_to_string(common::repo().join("docs/budgets.md")).unwrap();
+    let example = docs
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.starts_with("budgets:\n  redis_url"))
+        .expect("a ```yaml budgets: example");
+    let cfg = Config::parse(Path::new("/etc/pg/c.yaml"), &format!("{BASE}{example}"))
+        .unwrap()
+        .budgets
+        .unwrap();
+    assert_eq!(cfg.limits.len(), 3);
+    assert_eq!(
+        cfg.password_file.as_deref(),
+        Some(Path::new("/etc/pg/secrets/redis-password"))
+    );
+}
+
 #[test]
 fn config_errors_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

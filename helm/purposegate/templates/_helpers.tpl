@@ -106,6 +106,36 @@ audit:
   fsync: {{ .Values.config.audit.fsync | quote }}
 shutdown_grace_seconds: {{ int .Values.config.shutdownGraceSeconds }}
 reload_interval_ms: {{ int .Values.config.reloadIntervalMs }}
+{{- include "purposegate.budgetsYaml" . }}
+{{- end }}
+
+{{/* The budgets: section of config.yaml (docs/budgets.md), when enabled. */}}
+{{- define "purposegate.budgetsYaml" -}}
+{{- $b := .Values.budgets | default dict }}
+{{- if $b.enabled }}
+budgets:
+  redis_url: {{ required "budgets.redisUrl is required when budgets.enabled" $b.redisUrl | quote }}
+  {{- if and $b.secretName $b.passwordKey }}
+  password_file: /var/run/secrets/purposegate/budgets/{{ $b.passwordKey }}
+  {{- end }}
+  {{- if and $b.secretName $b.hashKeyKey }}
+  hash_key_file: /var/run/secrets/purposegate/budgets/{{ $b.hashKeyKey }}
+  {{- end }}
+  key_prefix: {{ $b.keyPrefix | default "purposegate:budget:" | quote }}
+  timeout_ms: {{ int ($b.timeoutMs | default 50) }}
+  connect_timeout_ms: {{ int ($b.connectTimeoutMs | default 1000) }}
+  limits:
+  {{- range $b.limits }}
+    - purpose: {{ .purpose | quote }}
+      {{- if hasKey . "distinctOwners" }}
+      distinct_owners: {{ int .distinctOwners }}
+      {{- end }}
+      {{- if hasKey . "requests" }}
+      requests: {{ int .requests }}
+      {{- end }}
+      window_seconds: {{ int .windowSeconds }}
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The ConfigMap's data: config, policy and consent. */}}
@@ -166,6 +196,12 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
       mountPath: /var/run/secrets/purposegate/tls
       readOnly: true
     {{- end }}
+    {{- $b := .Values.budgets | default dict }}
+    {{- if and $b.enabled $b.secretName }}
+    - name: purposegate-budgets
+      mountPath: /var/run/secrets/purposegate/budgets
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar's container ports (proxy and admin). */}}
@@ -206,5 +242,11 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
 - name: purposegate-tls
   secret:
     secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- $b := .Values.budgets | default dict }}
+{{- if and $b.enabled $b.secretName }}
+- name: purposegate-budgets
+  secret:
+    secretName: {{ $b.secretName }}
 {{- end }}
 {{- end }}
