@@ -27,6 +27,8 @@ mod signature;
 mod verifier;
 
 #[cfg(test)]
+mod differential_tests;
+#[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod verifier_tests;
