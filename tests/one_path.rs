@@ -147,7 +147,7 @@ async fn policy_test_explain_and_serve_decide_every_shipped_case_alike() {
             token(&key, case, case.now / 1000).as_deref(),
         );
         // A path of its own per case, answered with the case's metadata.
-        let path = format!("{}", case.path);
+        let path = case.path.clone();
         let status = case.response.as_ref().map_or(200, |m| m.status);
         let mut reply = Reply::ok(&[]);
         reply.status = status;
