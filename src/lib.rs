@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod demo;
+pub mod files;
 pub mod fuzzing;
 pub mod inject;
 pub mod justification;

@@ -151,6 +151,12 @@ impl Writer {
             }
             let closing = st.closed;
             let flushes = std::mem::take(&mut st.flushes);
+            if !flushes.is_empty() && st.since_checkpoint > 0 {
+                // A flush seals everything chained before it (e.g. at
+                // shutdown) with a checkpoint, chained as the group is taken.
+                st.chain_prefix();
+                st.checkpoint();
+            }
             let group = st.take(std::mem::take(&mut self.spare));
             drop(st);
             if group.lines > 0 {

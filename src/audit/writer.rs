@@ -364,10 +364,6 @@ impl AuditSink {
             if st.closed {
                 return Err(AuditError::Closed);
             }
-            if st.since_checkpoint > 0 {
-                st.chain_prefix();
-                st.checkpoint();
-            }
             st.flushes.push(ack);
         }
         self.inner.shared.wake.notify_one();
