@@ -26,5 +26,5 @@ bench_dev_token
 start_bench_proxy soak batch ", rotate_bytes: 67108864" "" "limits: {header_read_timeout_ms: 2000}"
 echo "purposegate $("$BIN" --version) soak, $MINUTES minute(s), $(nproc) CPUs, $(date -u +%FT%TZ)"
 python3 bench/soak.py "$PROXY_PORT" "$PROXY_ADMIN" "$PROXY_PID" "$WORK/audit-soak" "$TOKEN" "$MINUTES"
-"$BIN" audit verify "$WORK"/audit-soak/audit.jsonl.* "$WORK/audit-soak/audit.jsonl" 2>/dev/null | head -1 \
-  || "$BIN" audit verify "$WORK/audit-soak/audit.jsonl" | head -1
+shopt -s nullglob
+"$BIN" audit verify "$WORK"/audit-soak/audit.jsonl.* "$WORK/audit-soak/audit.jsonl" | head -1

@@ -227,8 +227,25 @@ pub enum AuditCommand {
     },
 }
 
+#[cfg(unix)]
+fn restore_sigpipe() {
+    // SAFETY: resets one signal's disposition before any thread writes.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe() {}
+
 /// Runs the parsed command; the exit code follows CONTRACT §1.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        // A report piped into `head` ends quietly, as other Unix tools do,
+        // instead of panicking on the closed pipe. The servers keep SIGPIPE
+        // ignored: a client closing its socket must never kill them.
+        restore_sigpipe();
+    }
     match cli.command {
         Command::Serve(a) => serve(&a.config),
         Command::Demo(a) => crate::demo::run(a),
