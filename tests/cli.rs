@@ -441,3 +441,35 @@ async fn sighup_reloads_consent_without_waiting_for_the_poll() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_a_report_quietly() {
+    // `purposegate audit verify big.jsonl | head -1`: no panic when the
+    // reader goes away.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.jsonl");
+    let mut head = purposegate::audit::chain::ChainHead::genesis();
+    let mut text = Vec::new();
+    for i in 0..2000 {
+        let ev = purposegate::audit::AuditEvent {
+            request_id: format!("r{i}"),
+            ..Default::default()
+        };
+        let enc =
+            purposegate::audit::chain::encode(&head, "2026-01-01T00:00:00.000Z", &ev).unwrap();
+        text.extend_from_slice(&enc.line);
+        head = enc.head;
+    }
+    std::fs::write(&log, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_purposegate"))
+        .args(["audit", "verify"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
