@@ -422,6 +422,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Client-side limits.
     pub limits: LimitsConfig,
+    /// Runtime threads serving requests: `None` = one per CPU (tokio's
+    /// multi-thread runtime), `Some(0)` = a current-thread runtime (one
+    /// thread does all request work), `Some(n)` = n worker threads.
+    pub worker_threads: Option<usize>,
     /// The live justification check (`justifications:`), when configured.
     pub justifications: Option<crate::justification::JustificationsConfig>,
     /// Per-employee access budgets in Redis (`budgets:`, CONTRACT §11).
@@ -451,6 +455,8 @@ struct RawConfig {
     reload_interval_ms: u64,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    worker_threads: Option<Spanned<usize>>,
     #[serde(default)]
     justifications: Option<Spanned<crate::justification::config::RawJustifications>>,
     #[serde(default)]
@@ -681,6 +687,12 @@ impl Config {
             reload_interval: Duration::from_millis(raw.reload_interval_ms.max(50)),
             tls,
             limits: validate_limits(file, &raw.limits)?,
+            worker_threads: match raw.worker_threads {
+                Some(w) if w.value > 256 => {
+                    return Err(ConfigError::at(file, &w, "worker_threads: at most 256"))
+                }
+                w => w.map(|w| w.value),
+            },
             justifications: raw
                 .justifications
                 .map(|j| {
