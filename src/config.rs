@@ -222,6 +222,8 @@ pub struct AuditConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// Mirror every record to stdout after it is written to the file.
     pub stdout: bool,
+    /// Shipping to the central PostgreSQL database (`audit.ship`), if on.
+    pub ship: Option<crate::audit::ship::config::ShipConfig>,
 }
 
 /// Signed checkpoint settings (`audit.checkpoint`).
@@ -363,6 +365,8 @@ struct RawAudit {
     checkpoint: Option<Spanned<RawCheckpoint>>,
     #[serde(default)]
     stdout: bool,
+    #[serde(default)]
+    ship: Option<Spanned<crate::audit::ship::config::RawShip>>,
 }
 
 #[derive(Deserialize)]
@@ -527,6 +531,12 @@ fn validate_audit(
         rotate_bytes: raw.rotate_bytes.map(|r| r.value),
         checkpoint,
         stdout: raw.stdout,
+        ship: match raw.ship {
+            Some(s) => Some(crate::audit::ship::config::RawShip::validate(
+                s, file, resolve,
+            )?),
+            None => None,
+        },
     })
 }
 

@@ -331,6 +331,7 @@ async fn signed_log(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
             every_seconds: None,
         }),
         stdout: false,
+        ship: None,
     };
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..n {

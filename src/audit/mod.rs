@@ -8,6 +8,7 @@ pub mod chain;
 pub mod record;
 mod recover;
 mod rotate;
+pub mod ship;
 pub mod sign;
 mod target;
 pub mod verify;

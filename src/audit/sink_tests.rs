@@ -21,6 +21,7 @@ fn config(dir: &Path, fsync: FsyncPolicy) -> AuditConfig {
         rotate_bytes: None,
         checkpoint: None,
         stdout: false,
+        ship: None,
     }
 }
 
