@@ -86,6 +86,9 @@ const MAX_BATCH_RECORDS: usize = 100_000;
 /// Longest `instance` (it is part of every row's key).
 const MAX_INSTANCE: usize = 128;
 
+/// `application_name` of the shipper's connections (unless the URL names one).
+pub const APPLICATION_NAME: &str = "purposegate-audit-ship";
+
 /// The environment variable naming the instance when the config does not.
 pub const INSTANCE_ENV: &str = "PURPOSEGATE_INSTANCE";
 
@@ -140,7 +143,7 @@ impl RawShip {
         let at = line_of(&section);
         let raw = section.value;
         let url = &raw.postgres_url;
-        let mut pg = tokio_postgres::Config::from_str(&url.value).map_err(|e| {
+        let pg = tokio_postgres::Config::from_str(&url.value).map_err(|e| {
             ConfigError::at(
                 file,
                 url,
@@ -195,9 +198,6 @@ impl RawShip {
                 b,
                 "audit.ship.batch_bytes: must be at least 65536",
             ));
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("purposegate-audit-ship");
         }
         Ok(ShipConfig {
             pg,
@@ -260,6 +260,9 @@ impl ShipConfig {
         }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(self.timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name(APPLICATION_NAME);
         }
         pg.keepalives(true);
         pg.keepalives_idle(Duration::from_secs(30));

@@ -111,6 +111,8 @@ pub struct Idle {
     pub live_chain: Option<String>,
     /// The watermark of the live file.
     pub durable_seq: u64,
+    /// The last seq of the live chain read so far (handed out or stored).
+    pub head_seq: u64,
     /// Why nothing can be shipped although files exist, if so.
     pub blocked: Option<String>,
 }
@@ -241,13 +243,19 @@ impl Reader {
     }
 
     fn idle(&self, blocked: Option<String>) -> Idle {
+        let live_chain = self
+            .open
+            .as_ref()
+            .filter(|o| o.live)
+            .map(|o| o.chain.clone());
+        let head_seq = live_chain
+            .as_ref()
+            .and_then(|c| self.positions.get(c))
+            .map_or(0, |p| p.seq);
         Idle {
-            live_chain: self
-                .open
-                .as_ref()
-                .filter(|o| o.live)
-                .map(|o| o.chain.clone()),
+            live_chain,
             durable_seq: (self.watermark)(),
+            head_seq,
             blocked,
         }
     }
@@ -387,20 +395,20 @@ impl Reader {
                 u64::MAX
             };
             if open.live && durable <= pos.seq && open.prev_seq >= pos.seq {
-                return Ok(self.at_end(batch)?);
+                return self.at_end(batch);
             }
             buf.clear();
             let n = (&mut open.reader)
                 .take(MAX_LINE as u64)
                 .read_until(b'\n', &mut buf)?;
             if n == 0 {
-                return Ok(self.at_end(batch)?);
+                return self.at_end(batch);
             }
             let Some(line) = buf.strip_suffix(b"\n") else {
                 if open.live && n < MAX_LINE {
                     // Being written: read it again once it is complete.
                     open.reader.seek(SeekFrom::Start(open.offset))?;
-                    return Ok(self.at_end(batch)?);
+                    return self.at_end(batch);
                 }
                 open.offset += n as u64;
                 open.line_no += 1;
@@ -417,7 +425,7 @@ impl Reader {
                 if open.live && r.seq > durable && r.seq > pos.seq {
                     // Not durable yet: leave it for the next round.
                     open.reader.seek(SeekFrom::Start(open.offset))?;
-                    return Ok(self.at_end(batch)?);
+                    return self.at_end(batch);
                 }
             }
             open.offset += n as u64;

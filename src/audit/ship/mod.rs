@@ -211,6 +211,7 @@ impl Shipper {
             last_progress: Instant::now(),
             oldest_pending_ts: None,
             caught_up: false,
+            local_head: 0,
         };
         let join = rt.spawn(task.run());
         Ok(ShipperHandle {
@@ -367,6 +368,9 @@ struct Task {
     /// ts (µs) of the first record of the batch being stored.
     oldest_pending_ts: Option<i64>,
     caught_up: bool,
+    /// The highest seq of the live chain known to exist locally (read by
+    /// the reader); bounds an unbounded watermark (`audit ship` offline).
+    local_head: u64,
 }
 
 impl Task {
@@ -425,6 +429,7 @@ impl Task {
             }
             FromReader::Idle(idle, generation) => {
                 self.oldest_pending_ts = None;
+                self.local_head = self.local_head.max(idle.head_seq);
                 if idle.live_chain.is_some() {
                     self.live_chain.clone_from(&idle.live_chain);
                 }
@@ -625,6 +630,9 @@ impl Task {
         if let Some(last) = batch.rows.last() {
             let e = self.stored.entry(batch.chain.clone()).or_default();
             *e = (*e).max(last.seq);
+            if self.live_chain.as_deref() == Some(batch.chain.as_str()) {
+                self.local_head = self.local_head.max(last.seq);
+            }
         }
         if let Ok(mut s) = self.status.lock() {
             s.shipped += stored.inserted;
@@ -686,9 +694,18 @@ impl Task {
         Ok(())
     }
 
+    /// The durable end of the live chain: the watermark, unless that is
+    /// unbounded (every line is durable), then what is known to exist.
+    fn durable(&self) -> u64 {
+        match (self.watermark)() {
+            u64::MAX => self.local_head,
+            wm => wm,
+        }
+    }
+
     /// Updates the lag gauges and the status.
     fn update_lag(&self) -> (u64, u64) {
-        let durable = (self.watermark)();
+        let durable = self.durable();
         let stored = self
             .live_chain
             .as_ref()
@@ -720,7 +737,7 @@ impl Task {
         if let Ok(mut s) = self.status.lock() {
             s.lag_records = lag;
             s.stored_seq = stored;
-            s.durable_seq = (self.watermark)();
+            s.durable_seq = self.durable();
             s.chain.clone_from(&self.live_chain);
             s.reason = reason;
             s.all_shipped = lag == 0 && self.caught_up;
