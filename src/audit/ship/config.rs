@@ -36,6 +36,9 @@ pub struct ShipConfig {
     pub retry_max: Duration,
     /// Delete rotated files once all their records are stored centrally.
     pub delete_shipped: bool,
+    /// How long the final shipping at shutdown may take (after the request
+    /// drain of `shutdown_grace_seconds`).
+    pub drain: Duration,
 }
 
 /// `audit.ship` as written.
@@ -61,6 +64,8 @@ pub struct RawShip {
     retry_max_ms: u64,
     #[serde(default = "default_true")]
     delete_shipped: bool,
+    #[serde(default = "default_drain_seconds")]
+    drain_seconds: u64,
 }
 
 fn default_interval_ms() -> u64 {
@@ -74,6 +79,9 @@ fn default_retry_max_ms() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_drain_seconds() -> u64 {
+    30
 }
 
 /// Default of `batch_records`: large enough that the per-transaction cost
@@ -210,6 +218,7 @@ impl RawShip {
             timeout: Duration::from_millis(raw.timeout_ms.clamp(100, 600_000)),
             retry_max: Duration::from_millis(raw.retry_max_ms.clamp(100, 600_000)),
             delete_shipped: raw.delete_shipped,
+            drain: Duration::from_secs(raw.drain_seconds.min(3600)),
         })
     }
 }
@@ -240,6 +249,7 @@ impl ShipConfig {
             timeout: Duration::from_millis(default_timeout_ms()),
             retry_max: Duration::from_millis(default_retry_max_ms()),
             delete_shipped: true,
+            drain: Duration::from_secs(default_drain_seconds()),
         }
     }
 
