@@ -90,7 +90,7 @@ echo "== audit report --owner on $REPORT_ROWS rows"
 t0=$(now_ms)
 # Load without the secondary indexes, then build them (the migration is
 # idempotent: running its file again creates exactly the dropped indexes).
-psql -q -d "$REPORT_DB" <<SQL
+psql -q -v ON_ERROR_STOP=1 -d "$REPORT_DB" <<SQL
 DROP INDEX audit_records_owner, audit_records_subject, audit_records_justification, audit_records_request, audit_records_ts;
 SET synchronous_commit = off;
 INSERT INTO audit_records (instance, chain, seq, ts, event, request_id, decision, reason, owner, subject, purpose, justification, route, status, record)
@@ -106,7 +106,7 @@ SELECT 'bench-' || (r % 4), 'chain-' || (r % 4), g, ts, ev, rid, 'allow', NULL, 
                'e' || (((g + 1) / 2) % 2000) AS subj,
                'T-' || (((g + 1) / 2) % 50000) AS just,
                timestamptz '2026-11-01 00:00:00+00' + g * (interval '90 days' / $REPORT_ROWS) AS ts
-          FROM generate_series(1, $REPORT_ROWS) g) s;
+          FROM generate_series(1::bigint, $REPORT_ROWS) g) s;
 SQL
 psql -q -d "$REPORT_DB" -f migrations/audit/0001_audit_records.sql
 psql -q -d "$REPORT_DB" -c "VACUUM ANALYZE audit_records"

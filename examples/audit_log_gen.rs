@@ -65,12 +65,16 @@ fn main() -> std::io::Result<()> {
             token_id: Some(format!("jti-{i}")),
             ..AuditEvent::default()
         };
-        if head.seq % 2 == 0 {
+        if head.seq.is_multiple_of(2) {
             ev.event = EventKind::Complete;
             ev.bytes = Some(4096);
             ev.duration_ms = Some(1.25);
         }
-        emit(&mut out, &mut head, &Body::new(&ev).map_err(std::io::Error::other)?)?;
+        emit(
+            &mut out,
+            &mut head,
+            &Body::new(&ev).map_err(std::io::Error::other)?,
+        )?;
         since_rotation += 1;
         if since_rotation >= rotate && head.seq < n {
             out.flush()?;

@@ -86,6 +86,8 @@ pub struct Batch {
     pub breaks: u64,
     /// A line with the stored last seq differed from the stored record.
     pub conflicts: u64,
+    /// The live file's chain at the last listing.
+    pub live_chain: Option<String>,
 }
 
 impl Batch {
@@ -165,6 +167,8 @@ pub struct Reader {
     open: Option<Open>,
     /// Rotated files already reported done (reported once per process).
     reported: HashSet<PathBuf>,
+    /// The live file's chain at the last listing.
+    live_chain: Option<String>,
 }
 
 /// `(dev, inode)` of a file.
@@ -197,6 +201,7 @@ impl Reader {
             heads: HashMap::new(),
             open: None,
             reported: HashSet::new(),
+            live_chain: None,
         }
     }
 
@@ -212,6 +217,14 @@ impl Reader {
     /// Reads the next batch (at most `batch_records` records / about
     /// `batch_bytes` bytes, all of one chain).
     pub fn fill(&mut self) -> io::Result<Fill> {
+        let mut fill = self.fill_batch()?;
+        if let Fill::Batch(b) = &mut fill {
+            b.live_chain.clone_from(&self.live_chain);
+        }
+        Ok(fill)
+    }
+
+    fn fill_batch(&mut self) -> io::Result<Fill> {
         let mut batch = Batch::default();
         loop {
             if self.open.is_none() {
@@ -308,6 +321,9 @@ impl Reader {
                 Some(c) => next_named = Some(c.clone()),
                 None => f.chain.clone_from(&next_named),
             }
+        }
+        if let Some(live) = listed.iter().find(|f| f.live) {
+            self.live_chain.clone_from(&live.chain);
         }
         Ok(listed)
     }

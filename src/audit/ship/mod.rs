@@ -343,6 +343,8 @@ enum Stop {
     Deadline,
     /// The reader thread is gone.
     ReaderGone,
+    /// Draining, but the local log cannot be shipped (why).
+    Blocked(String),
 }
 
 /// The shipping task's state.
@@ -400,10 +402,13 @@ impl Task {
             }
         };
         let reason = match stop {
-            Stop::Deadline => "the shutdown deadline passed before everything was shipped",
-            Stop::ReaderGone => "the reader thread stopped",
+            Stop::Deadline => {
+                "the shutdown deadline passed before everything was shipped".to_string()
+            }
+            Stop::ReaderGone => "the reader thread stopped".to_string(),
+            Stop::Blocked(why) => why,
         };
-        self.finish(false, Some(reason.to_string()))
+        self.finish(false, Some(reason))
     }
 
     /// The drain deadline, once draining.
@@ -420,6 +425,9 @@ impl Task {
         match msg {
             FromReader::Batch(batch) => {
                 self.caught_up = false;
+                if batch.live_chain.is_some() {
+                    self.live_chain.clone_from(&batch.live_chain);
+                }
                 self.ship(batch).await?;
             }
             FromReader::NeedPosition(chain) => {
@@ -439,10 +447,7 @@ impl Task {
                 if self.draining() && generation >= 1 && self.deletes.is_empty() {
                     return match idle.blocked {
                         None => Ok(true),
-                        Some(why) => {
-                            self.update_status(Some(why));
-                            Err(Stop::Deadline)
-                        }
+                        Some(why) => Err(Stop::Blocked(why)),
                     };
                 }
             }
@@ -798,6 +803,52 @@ async fn deadline_passed(mut drain: watch::Receiver<Option<Instant>>) {
         if drain.changed().await.is_err() {
             // The handle is gone without a drain: never.
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_rotated_file_stays_while_the_live_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("audit.jsonl");
+        let old = crate::audit::rotate::rotated_path(&live, 10);
+        let newest = crate::audit::rotate::rotated_path(&live, 20);
+        for p in [&old, &newest] {
+            std::fs::write(p, b"x\n").unwrap();
+        }
+        std::fs::write(&live, b"").unwrap();
+        // A newer rotated file exists: the older one may go.
+        assert!(delete_rotated(&old, &live).unwrap());
+        assert!(!old.exists());
+        // The newest one with an empty live file is what a restart continues from.
+        assert!(!delete_rotated(&newest, &live).unwrap());
+        assert!(newest.exists());
+        std::fs::write(&live, b"{}\n").unwrap();
+        assert!(delete_rotated(&newest, &live).unwrap());
+        assert!(!delete_rotated(&newest, &live).unwrap(), "already gone");
+    }
+
+    #[test]
+    fn metrics_are_registered_under_their_contract_names() {
+        let mut r = Registry::with_prefix("purposegate");
+        let m = ShipMetrics::default();
+        m.register(&mut r);
+        m.error("refused", 2);
+        let text = crate::metrics::encode_classic(&r);
+        for name in [
+            "purposegate_audit_ship_lag_records 0",
+            "purposegate_audit_ship_lag_seconds 0",
+            "purposegate_audit_shipped_records_total 0",
+            "purposegate_audit_ship_errors_total{kind=\"refused\"} 2",
+            "purposegate_audit_ship_errors_total{kind=\"database\"} 0",
+            "purposegate_audit_ship_up 0",
+            "purposegate_audit_ship_deleted_files_total 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
         }
     }
 }
