@@ -236,6 +236,8 @@ pub struct AuditConfig {
     /// Disk space kept allocated past the end of the live file, so that
     /// records of requests already let through never fail for want of space.
     pub reserve_bytes: u64,
+    /// Shipping to the central PostgreSQL database (`audit.ship`), if on.
+    pub ship: Option<crate::audit::ship::config::ShipConfig>,
 }
 
 /// Signed checkpoint settings (`audit.checkpoint`).
@@ -553,7 +555,7 @@ struct RawAudit {
     #[serde(default = "default_reserve")]
     reserve_bytes: Spanned<u64>,
     #[serde(default)]
-    instance: Option<String>,
+    ship: Option<Spanned<crate::audit::ship::config::RawShip>>,
 }
 
 #[derive(Deserialize)]
@@ -765,6 +767,12 @@ fn validate_audit(
             "audit.reserve_bytes: 0 (off) or at least 65536",
         ));
     }
+    let ship = match raw.ship {
+        Some(s) => Some(crate::audit::ship::config::RawShip::validate(
+            s, file, resolve,
+        )?),
+        None => None,
+    };
     Ok(AuditConfig {
         path: resolve(&raw.path),
         fsync: raw.fsync,
@@ -772,10 +780,16 @@ fn validate_audit(
         rotate_bytes: raw.rotate_bytes.map(|r| r.value),
         checkpoint,
         stdout: raw.stdout,
-        instance: crate::audit::header::resolve_instance(raw.instance.as_deref()),
+        // The name rows are shipped under; without shipping the same
+        // default ($PURPOSEGATE_INSTANCE, else the host name).
+        instance: match &ship {
+            Some(s) => s.instance.clone(),
+            None => crate::audit::header::resolve_instance(None),
+        },
         rotate_every: raw.rotate_seconds.map(|r| Duration::from_secs(r.value)),
         max_local_bytes: raw.max_local_bytes.map(|m| m.value),
         reserve_bytes: reserve,
+        ship,
     })
 }
 

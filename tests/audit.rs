@@ -343,6 +343,7 @@ async fn signed_log(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
         rotate_every: None,
         max_local_bytes: None,
         reserve_bytes: 0,
+        ship: None,
     };
     let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
     for i in 0..n {

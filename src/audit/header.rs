@@ -203,7 +203,7 @@ pub fn resolve_instance(configured: Option<&str>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn host_name() -> Option<String> {
+pub(crate) fn host_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `len` bytes into the buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

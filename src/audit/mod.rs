@@ -10,6 +10,7 @@ pub mod header;
 pub mod record;
 mod recover;
 mod rotate;
+pub mod ship;
 pub mod sign;
 mod target;
 mod thread;

@@ -25,6 +25,7 @@ fn config(dir: &Path, fsync: FsyncPolicy) -> AuditConfig {
         rotate_every: None,
         max_local_bytes: None,
         reserve_bytes: 0,
+        ship: None,
     }
 }
 

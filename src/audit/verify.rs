@@ -364,6 +364,109 @@ fn check_checkpoint(cp: &CheckpointFields, st: &State) -> Result<(), LineFault> 
     })
 }
 
+/// A problem with one record of a chain checked one record at a time
+/// (`StreamVerifier`; used for the central table, where there are no
+/// files and lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordFault {
+    /// Not an audit record at all.
+    Unreadable(String),
+    /// Its hash does not match its content.
+    Modified,
+    /// `prev_hash` does not link to the record before (`expected` is the
+    /// seq that should have come, `found` the record's own).
+    Unlinked { expected: u64, found: u64 },
+    /// Linked, but numbered wrongly.
+    Seq { expected: u64, found: u64 },
+    /// A checkpoint's signature does not verify.
+    Signature { covers_seq: u64, why: String },
+    /// A checkpoint covers a head the records before it no longer have.
+    Diverged { covers_seq: u64 },
+}
+
+/// What a `StreamVerifier` covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamReport {
+    /// seq of the first record checked (1 for a chain stored from its start).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: u64,
+    pub checkpoints: u64,
+    /// Records after the last checkpoint.
+    pub unsigned_tail: u64,
+}
+
+/// Verifies one chain record by record with the same rules as
+/// `verify_files`; the chain may start after seq 1 (older records dropped
+/// by retention), in which case its first record's `prev_hash` is taken as
+/// given and everything after it must link.
+pub struct StreamVerifier<'k> {
+    st: State<'k>,
+    first_seq: Option<u64>,
+    records: u64,
+}
+
+impl<'k> StreamVerifier<'k> {
+    pub fn new(key: Option<&'k PublicKey>) -> Self {
+        StreamVerifier {
+            st: State {
+                head: ChainHead::genesis(),
+                key,
+                checkpoints: 0,
+                last_checkpoint: 0,
+            },
+            first_seq: None,
+            records: 0,
+        }
+    }
+
+    /// Checks the next record (a line without its `\n`).
+    pub fn check(&mut self, line: &[u8]) -> Result<(), RecordFault> {
+        if self.first_seq.is_none() {
+            let parsed =
+                chain::parse_line(line).map_err(|e| RecordFault::Unreadable(e.to_string()))?;
+            if parsed.seq > 1 {
+                // Stored from a later seq on: continuity from here.
+                self.st.head = ChainHead {
+                    seq: parsed.seq - 1,
+                    hash: parsed.prev_hash.clone(),
+                };
+                self.st.last_checkpoint = parsed.seq - 1;
+            }
+            self.first_seq = Some(parsed.seq.max(1));
+        }
+        check_line(line, &mut self.st).map_err(|f| match f {
+            LineFault::Bad(msg) => RecordFault::Unreadable(msg),
+            LineFault::Modified => RecordFault::Modified,
+            LineFault::Unlinked { expected, found } => RecordFault::Unlinked { expected, found },
+            LineFault::Link(_) => RecordFault::Unlinked {
+                expected: self.st.head.seq.saturating_add(1),
+                found: 0,
+            },
+            LineFault::Seq { expected, found } => RecordFault::Seq { expected, found },
+            LineFault::Signature { covers_seq, why } => RecordFault::Signature { covers_seq, why },
+            LineFault::Diverged { covers_seq } => RecordFault::Diverged { covers_seq },
+        })?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// The seq the next record must have.
+    pub fn expected(&self) -> u64 {
+        self.st.head.seq.saturating_add(1)
+    }
+
+    pub fn report(&self) -> StreamReport {
+        StreamReport {
+            first_seq: self.first_seq.unwrap_or(0),
+            last_seq: self.st.head.seq,
+            records: self.records,
+            checkpoints: self.st.checkpoints,
+            unsigned_tail: self.st.head.seq.saturating_sub(self.st.last_checkpoint),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,5 +662,29 @@ mod tests {
     fn missing_file_is_io_error() {
         let err = verify_files(&[PathBuf::from("/nonexistent/audit.jsonl")]).unwrap_err();
         assert!(matches!(err, VerifyError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn stream_verifier_starts_after_retention_and_names_faults() {
+        let lines = log(6);
+        let strip = |l: &String| l.trim_end().as_bytes().to_vec();
+        let mut v = StreamVerifier::new(None);
+        for l in &lines[2..] {
+            v.check(&strip(l)).unwrap();
+        }
+        let r = v.report();
+        assert_eq!((r.first_seq, r.last_seq, r.records), (3, 6, 4));
+        let mut v = StreamVerifier::new(None);
+        v.check(&strip(&lines[0])).unwrap();
+        assert_eq!(
+            v.check(&strip(&lines[2])),
+            Err(RecordFault::Unlinked {
+                expected: 2,
+                found: 3
+            })
+        );
+        let mut v = StreamVerifier::new(None);
+        let modified = lines[0].replace("alice", "bob");
+        assert_eq!(v.check(&strip(&modified)), Err(RecordFault::Modified));
     }
 }

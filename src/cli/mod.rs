@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod audit_db;
 mod certs;
 mod consent;
 mod explain;
@@ -212,18 +213,47 @@ pub struct MintArgs {
 pub enum AuditCommand {
     /// Verify the hash chain of one or more audit files (given oldest first:
     /// rotated files, then the live file) and, with --public-key, every checkpoint signature.
+    ///
+    /// With --postgres: every chain stored in the central database instead (exit 1 names the
+    /// instance, chain and seq of the first fault).
     Verify {
         /// Ed25519 public key of the checkpoints (PEM or raw base64; `audit keygen` writes it).
         #[arg(long)]
         public_key: Option<PathBuf>,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        pg: audit_db::PgArgs,
+        /// With --postgres: only this instance's chains.
+        #[arg(long, requires = "postgres")]
+        instance: Option<String>,
     },
     /// Generate an Ed25519 checkpoint signing key: DIR/audit-signing.pem (private, 0600)
     /// and DIR/audit-signing.pub.pem (public, for `audit verify --public-key`).
     Keygen {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Create or update the central audit tables (audit.ship's database) and the monthly
+    /// partitions ahead; safe to run again and from several replicas at once.
+    Migrate {
+        #[arg(long, env = "PURPOSEGATE_CONFIG")]
+        config: PathBuf,
+        /// Months of partitions to create beyond the current one.
+        #[arg(long, default_value_t = crate::audit::ship::schema::DEFAULT_MONTHS_AHEAD)]
+        months_ahead: u32,
+    },
+    /// Every access (allowed and denied) of one owner, employee or justification, oldest first,
+    /// from every replica, out of the central database.
+    Report(Box<audit_db::ReportArgs>),
+    /// Ship the local log of a proxy that is not running (e.g. a volume left by a crashed pod)
+    /// to the central database, deleting the rotated files then stored.
+    Ship {
+        #[arg(long, env = "PURPOSEGATE_CONFIG")]
+        config: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
     },
 }
 
@@ -256,9 +286,24 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Explain(a) => explain::run(&a),
         Command::Token(TokenCommand::Mint(a)) => token::mint(&a),
         Command::Token(TokenCommand::Keygen { alg, kid, out }) => token::keygen(&alg, &kid, &out),
-        Command::Audit(AuditCommand::Verify { files, public_key }) => {
-            audit_verify(&files, public_key.as_deref())
-        }
+        Command::Audit(AuditCommand::Verify {
+            files,
+            public_key,
+            pg,
+            instance,
+        }) => match pg.postgres {
+            Some(_) => audit_db::verify_postgres(&pg, instance.as_deref(), public_key.as_deref()),
+            None => audit_verify(&files, public_key.as_deref()),
+        },
+        Command::Audit(AuditCommand::Migrate {
+            config,
+            months_ahead,
+        }) => audit_db::migrate(&config, months_ahead),
+        Command::Audit(AuditCommand::Report(a)) => audit_db::report(&a),
+        Command::Audit(AuditCommand::Ship {
+            config,
+            timeout_seconds,
+        }) => audit_db::ship(&config, std::time::Duration::from_secs(timeout_seconds)),
         Command::Audit(AuditCommand::Keygen { out }) => audit_keygen(&out),
         Command::Inject(a) => inject::run(&a),
         Command::Certs(CertsCommand::Dev { dir, days, force }) => certs::dev(&dir, days, force),

@@ -104,6 +104,42 @@ upstreams:
 audit:
   path: /var/lib/purposegate/audit/audit.jsonl
   fsync: {{ .Values.config.audit.fsync | quote }}
+  {{- with .Values.config.audit }}
+  {{- if .stdout }}
+  stdout: true
+  {{- end }}
+  {{- if .rotateBytes }}
+  rotate_bytes: {{ int64 .rotateBytes }}
+  {{- end }}
+  {{- if .checkpoint.secretName }}
+  checkpoint:
+    key_file: /var/run/secrets/purposegate/audit-signing/audit-signing.pem
+    {{- if .checkpoint.everyRecords }}
+    every_records: {{ int64 .checkpoint.everyRecords }}
+    {{- end }}
+    {{- if .checkpoint.everySeconds }}
+    every_seconds: {{ int64 .checkpoint.everySeconds }}
+    {{- end }}
+  {{- end }}
+  {{- if .maxLocalBytes }}
+  max_local_bytes: {{ int64 .maxLocalBytes }}
+  {{- end }}
+  {{- if .ship.enabled }}
+  ship:
+    postgres_url: {{ required "config.audit.ship.postgresUrl is required when shipping is enabled" .ship.postgresUrl | quote }}
+    {{- if .ship.passwordSecret.name }}
+    password_env: PURPOSEGATE_AUDIT_PG_PASSWORD
+    {{- end }}
+    {{- if .ship.instance }}
+    instance: {{ .ship.instance | quote }}
+    {{- end }}
+    batch_records: {{ int64 .ship.batchRecords }}
+    interval_ms: {{ int64 .ship.intervalMs }}
+    timeout_ms: {{ int64 .ship.timeoutMs }}
+    retry_max_ms: {{ int64 .ship.retryMaxMs }}
+    drain_seconds: {{ int64 .ship.drainSeconds }}
+  {{- end }}
+  {{- end }}
 shutdown_grace_seconds: {{ int .Values.config.shutdownGraceSeconds }}
 reload_interval_ms: {{ int .Values.config.reloadIntervalMs }}
 {{- with .Values.justifications }}
@@ -190,6 +226,21 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
 - name: purposegate
   image: {{ include "purposegate.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if .Values.config.audit.ship.enabled }}
+  env:
+    # The `instance` of this replica's rows: the pod's name.
+    - name: PURPOSEGATE_INSTANCE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    {{- if .Values.config.audit.ship.passwordSecret.name }}
+    - name: PURPOSEGATE_AUDIT_PG_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.config.audit.ship.passwordSecret.name }}
+          key: {{ .Values.config.audit.ship.passwordSecret.key }}
+    {{- end }}
+  {{- end }}
   args:
     - serve
     - --config
@@ -244,6 +295,11 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
     {{- if and $b.enabled $b.secretName }}
     - name: purposegate-budgets
       mountPath: /var/run/secrets/purposegate/budgets
+      readOnly: true
+    {{- end }}
+    {{- if .Values.config.audit.checkpoint.secretName }}
+    - name: purposegate-audit-signing
+      mountPath: /var/run/secrets/purposegate/audit-signing
       readOnly: true
     {{- end }}
 {{- end }}
@@ -311,4 +367,16 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
   secret:
     secretName: {{ $b.secretName }}
 {{- end }}
+{{- if .Values.config.audit.checkpoint.secretName }}
+- name: purposegate-audit-signing
+  secret:
+    secretName: {{ .Values.config.audit.checkpoint.secretName }}
+{{- end }}
+{{- end }}
+
+{{/* The pod's terminationGracePeriodSeconds with shipping on: the request
+drain (shutdownGraceSeconds), then the final shipping (ship.drainSeconds),
+then a margin. Parent charts put it in their pod spec. */}}
+{{- define "purposegate.sidecar.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.config.shutdownGraceSeconds) (int .Values.config.audit.ship.drainSeconds) 5 }}
 {{- end }}
