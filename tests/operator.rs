@@ -259,3 +259,64 @@ async fn audit_verify_on_the_live_file_after_a_rotation_is_a_continuation() {
     );
     assert!(out.contains("no checkpoints: only the hash chain"), "{out}");
 }
+
+/// The top-level folders a build of the crate reads: `src`, the benches
+/// Cargo.toml declares (cargo refuses a manifest whose targets are
+/// missing) and whatever `include_str!`/`include_bytes!` reach outside `src`.
+fn folders_the_build_reads() -> std::collections::BTreeSet<String> {
+    let repo = common::repo();
+    let mut needed = std::collections::BTreeSet::from(["src".to_string()]);
+    let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+    if manifest.contains("[[bench]]") {
+        needed.insert("benches".into());
+    }
+    let mut dirs = vec![repo.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for quoted in text
+                .split("include_str!(\"")
+                .chain(text.split("include_bytes!(\""))
+                .skip(1)
+            {
+                let rel = quoted.split('"').next().unwrap();
+                let target = p.parent().unwrap().join(rel);
+                let Ok(target) = target.canonicalize() else {
+                    continue;
+                };
+                let Ok(inside) = target.strip_prefix(repo.canonicalize().unwrap()) else {
+                    continue;
+                };
+                if let Some(top) = inside.components().next() {
+                    needed.insert(top.as_os_str().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    needed
+}
+
+#[test]
+fn the_dockerfile_copies_everything_the_build_reads() {
+    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| l.split_whitespace().rev().skip(1))
+        .collect();
+    let needed = folders_the_build_reads();
+    assert!(needed.contains("migrations"), "{needed:?}");
+    for folder in &needed {
+        assert!(
+            copied.contains(&folder.as_str()),
+            "the Dockerfile does not COPY {folder}/ (copies {copied:?})"
+        );
+    }
+    assert!(copied.contains(&"Cargo.lock"), "{copied:?}");
+}
