@@ -146,10 +146,10 @@ pub(super) fn named_previous_order(previous_file: Option<&str>) -> String {
 
 /// What the seqs at a file boundary suggest.
 pub(super) fn order_hint(starts_at: u64, ended_at: u64) -> String {
-    if starts_at > ended_at + 1 {
+    let next = ended_at.saturating_add(1);
+    if starts_at > next {
         format!(
-            " (seq {}..{} are in a file that was not given)",
-            ended_at + 1,
+            " (seq {next}..{} are in a file that was not given)",
             starts_at - 1
         )
     } else {
