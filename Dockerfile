@@ -3,9 +3,14 @@
 # binary on distroless (glibc, CA certificates, no shell, no package manager),
 # running as the non-root user 65532.
 #
-#   docker build -t ghcr.io/purposegate/purposegate:0.1.0 .
+#   docker build -t registry.example.com/purposegate:0.1.0 .
+#   docker push registry.example.com/purposegate:0.1.0
 #   docker run --rm -p 8443:8443 -p 9100:9100 \
-#     -v "$PWD/deploy:/etc/purposegate:ro" ghcr.io/purposegate/purposegate:0.1.0
+#     -v "$PWD/deploy:/etc/purposegate:ro" registry.example.com/purposegate:0.1.0
+#
+# No public image is published: push to a registry your cluster pulls from
+# and name it in the chart (image.repository) or `purposegate inject --image`
+# (docs/kubernetes.md).
 
 ARG RUST_VERSION=1.88
 
@@ -17,6 +22,10 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml declares the benches (cargo refuses a manifest whose targets are
+# missing), and the consent migrations are compiled into the binary.
+COPY benches ./benches
+COPY migrations ./migrations
 COPY examples ./examples
 COPY policies ./policies
 # Cache mounts keep the registry and the target dir between builds; the

@@ -46,6 +46,16 @@ def values_schema():
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(values))
     for e in errors:
         check(False, f"values.yaml: {'/'.join(map(str, e.path))}: {e.message}")
+    # Nothing runs by default: the example is opt-in, with an image to name.
+    check(values["example"]["enabled"] is False, "values.yaml enables the example by default")
+    check(values["example"]["store"]["image"] == "", "values.yaml names a default store image")
+    check(values["image"]["repository"] == "", "values.yaml names an image nobody publishes")
+    example = json.loads(json.dumps(values))
+    example["example"]["enabled"] = True
+    check(
+        any(True for _ in jsonschema.Draft7Validator(schema).iter_errors(example)),
+        "values.schema.json accepts example.enabled without example.store.image",
+    )
     # The schema must refuse a sidecar with a writable root filesystem.
     values["securityContext"]["readOnlyRootFilesystem"] = False
     check(
@@ -142,7 +152,13 @@ def rendered_structure(injected_path):
     for key, path in (("policy.yaml", "files/policy.yaml"), ("consent.yaml", "files/consent.yaml")):
         chart_file = (CHART / path).read_text()
         check(cm["data"][key] == chart_file, f"rendered ConfigMap {key} != chart {path}")
-        check(chart_file == (ROOT / "policies" / key).read_text(), f"chart {path} != policies/{key}")
+    check(
+        (CHART / "files/policy.yaml").read_text() == (ROOT / "policies/policy.yaml").read_text(),
+        "chart files/policy.yaml != policies/policy.yaml",
+    )
+    # The chart ships an empty consent registry, never the repository's sample.
+    consent = yaml.safe_load((CHART / "files/consent.yaml").read_text())
+    check(consent == {"users": {}, "orgs": {}}, f"chart files/consent.yaml is not an empty registry: {consent}")
     checksum = deploy["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     cm_text = (RENDERED / "configmap.yaml").read_text().split("# Source: purposegate/templates/configmap.yaml\n", 1)[1]
     check(checksum == hashlib.sha256(cm_text.encode()).hexdigest(), "checksum/config is not the rendered ConfigMap's sha256")

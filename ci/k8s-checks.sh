@@ -31,9 +31,20 @@ kv() { "$py" -m kubernetes_validate --strict --quiet "$@"; }
 pg() { cargo run --locked --quiet -- "$@"; }
 input=examples/k8s/store-deployment.yaml
 pg inject --all "$input" >"$out/injected.yaml" 2>"$out/inject.log"
-pg inject --workload content-store --tls-secret purposegate-tls --audit-claim audit-log \
-  --proxy-port 8444 --admin-port 9101 <"$input" >"$out/injected-tls.yaml" 2>>"$out/inject.log"
+# With the chart's ConfigMap in the input, the ports asked for are written
+# into its config.yaml; the audit claim goes to the one-replica StatefulSet.
+{ cat examples/k8s/rendered/configmap.yaml; echo ---; cat "$input"; } |
+  pg inject --workload file-store --tls-secret purposegate-tls --audit-claim audit-log \
+    --proxy-port 8444 --admin-port 9101 >"$out/injected-tls.yaml" 2>>"$out/inject.log"
+grep -q 'listen: "0.0.0.0:8444"' "$out/injected-tls.yaml"
+grep -q 'admin_listen: "0.0.0.0:9101"' "$out/injected-tls.yaml"
 pg inject --all --no-jwt-secret "$out/injected-tls.yaml" >"$out/reinjected.yaml" 2>>"$out/inject.log"
+# One claim for a Deployment's 2 replicas is refused.
+if pg inject --workload content-store --audit-claim audit-log "$input" >/dev/null 2>"$out/refused.log"; then
+  echo "FAIL: inject gave one PersistentVolumeClaim to 2 replicas" >&2
+  exit 1
+fi
+grep -q "volumeClaimTemplates" "$out/refused.log"
 # Idempotent: injecting the injected output again changes nothing.
 pg inject --all "$out/injected.yaml" 2>/dev/null | cmp - "$out/injected.yaml"
 
@@ -51,11 +62,14 @@ else
 fi
 
 if command -v helm >/dev/null 2>&1; then
+  example=example.enabled=true,example.store.image=registry.example.test/content-store:1.0.0,image.repository=ghcr.io/purposegate/purposegate
   helm lint --strict helm/purposegate
+  helm lint --strict helm/purposegate --set "$example"
+  helm template purposegate helm/purposegate --set "$example" >"$out/helm-template-example.yaml"
   helm template purposegate helm/purposegate >"$out/helm-template.yaml"
   helm template purposegate helm/purposegate \
     --set serviceMonitor.enabled=true,prometheusRule.enabled=true,tls.enabled=true >"$out/helm-template-all.yaml"
-  kv "$out/helm-template.yaml" "$out/helm-template-all.yaml"
+  kv "$out/helm-template.yaml" "$out/helm-template-example.yaml" "$out/helm-template-all.yaml"
 else
   echo "helm not installed: helm lint/template skipped (examples/k8s/rendered stands in)"
 fi

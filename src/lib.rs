@@ -17,6 +17,7 @@ pub mod justification;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod preflight;
 pub mod proxy;
 pub mod server;
 pub mod state;

@@ -295,10 +295,24 @@ async fn rotation_and_signed_checkpoints_across_a_restart() {
     let (code, out, _) = verify(&files, None);
     assert_eq!(code, 0);
     assert!(out.contains("signatures NOT checked"), "{out}");
-    // A rotated file left out breaks the chain where it was.
-    let (code, _, err) = verify(&files[1..], None);
+    // A rotated file left out in between breaks the chain where it was.
+    let mut gap = vec![files[0].clone()];
+    gap.extend_from_slice(&files[2..]);
+    let (code, _, err) = verify(&gap, None);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{}:1:", files[2].display())), "{err}");
+    assert!(err.contains("in a file that was not given"), "{err}");
+    // Left out at the start, the rest is a continuation: checked from its
+    // first record on, and said so; --from-genesis refuses it.
+    let (code, out, err) = verify(&files[1..], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("earlier records not checked"), "{out}");
+    let mut strict = bin();
+    strict.args(["audit", "verify", "--from-genesis"]);
+    let (code, _, err) = run(strict.args(&files[1..]));
     assert_eq!(code, 1);
     assert!(err.contains(&format!("{}:1:", files[1].display())), "{err}");
+    assert!(err.contains("earlier (rotated) files"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,6 +241,7 @@ fn inject_as_a_process_reads_stdin_and_is_idempotent() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("injected Deployment/content-store"), "{err}");
     assert!(err.contains("injected StatefulSet/file-store"), "{err}");
+    assert!(err.contains("no --image given"), "{err}");
     assert_eq!(once.matches("- name: purposegate\n").count(), 2);
     let docs: Vec<Node> = serde_saphyr::from_multiple(&once).unwrap();
     assert_eq!(docs.len(), 5);
@@ -267,12 +268,52 @@ fn inject_from_a_file_with_options() {
         "",
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(err.trim(), "injected StatefulSet/file-store");
+    // The port is config.yaml's to say, and its ConfigMap was not given.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("warning: ConfigMap purposegate-config is not in the input")
+            && lines[0].contains("listen: \"0.0.0.0:8444\""),
+        "{err}"
+    );
+    assert_eq!(lines[1], "injected StatefulSet/file-store");
     assert_eq!(
         out.matches("image: example.test/purposegate:dev").count(),
         1
     );
     assert!(out.contains("secretName: store-tls"));
+    assert!(out.contains("containerPort: 8444"));
+
+    // With the chart's ConfigMap in the same file, the port takes effect there.
+    let dir = tempfile::tempdir().unwrap();
+    let both = dir.path().join("both.yaml");
+    std::fs::write(
+        &both,
+        format!(
+            "{}---\n{}",
+            repo_file("examples/k8s/rendered/configmap.yaml"),
+            repo_file("examples/k8s/store-deployment.yaml")
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = inject(
+        &[
+            both.to_str().unwrap(),
+            "--workload",
+            "file-store",
+            "--proxy-port",
+            "8444",
+            "--image",
+            "example.test/purposegate:dev",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.trim(),
+        "changed ConfigMap purposegate-config: config.yaml listen port 8443 -> 8444\ninjected StatefulSet/file-store"
+    );
+    assert!(out.contains("listen: \"0.0.0.0:8444\""), "{out}");
     assert!(out.contains("containerPort: 8444"));
 }
 
@@ -289,4 +330,15 @@ fn inject_errors_exit_nonzero() {
     // A selection is required.
     let (code, _, err) = inject(&[], &input);
     assert_eq!(code, 2, "{err}");
+    // One claim for the Deployment's 2 replicas.
+    let (code, out, err) = inject(
+        &["--workload", "content-store", "--audit-claim", "audit-log"],
+        &input,
+    );
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("has 2 replicas") && err.contains("volumeClaimTemplates"),
+        "{err}"
+    );
 }

@@ -1,16 +1,28 @@
 //! `audit verify`: re-derives every record's hash from its text, and checks
 //! that `prev_hash` links each record to the one before and that `seq` counts
-//! up by one from 1. The files given, in order, form one chain (rotated files
+//! up by one. The files given, in order, form one chain (rotated files
 //! oldest first, then the live file). Every `checkpoint` record must cover the
 //! chain head just before it, and with a public key its Ed25519 signature must
 //! verify. Reads line by line, so a large log is never held in memory.
+//!
+//! The chain is checked from seq 1 when `from_genesis` is set. Otherwise the
+//! first file may start later (the live file after a rotation): it is then
+//! checked as a continuation, from its first record on, and the report says
+//! so. The writer's own records (`chain_start`, `file_start`, `log_reopened`,
+//! `resumed`) are explained in words in the report (`notes`), and a gap the
+//! writer documented itself (a live file truncated under it) is reported as
+//! lost records rather than as tampering, and the rest is still checked.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::chain::{self, ChainHead, CheckpointFields, CHECKPOINT_EVENT};
+use super::chain::{self, ChainHead, CheckpointFields, ParsedLine, CHECKPOINT_EVENT, GENESIS_HASH};
 use super::sign::PublicKey;
+
+mod notes;
+pub use notes::render;
+use notes::{Header, Notice};
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -21,6 +33,41 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// Records after the last checkpoint (all of them when there is none).
     pub unsigned_tail: u64,
+    /// seq of the first and last record checked (0 without records).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The first file began mid-chain: the seq before its first record,
+    /// which was taken on trust (`from_genesis` unset).
+    pub continues_from: Option<u64>,
+    /// The first file, and the `previous_file` its `file_start` names.
+    pub first_file: Option<PathBuf>,
+    pub previous_file: Option<String>,
+    /// The writer's own records, explained (chain and file starts,
+    /// recoveries, outages), in order.
+    pub notes: Vec<Notice>,
+}
+
+/// How `verify` reads the files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions<'k> {
+    /// Check every checkpoint's signature with this key.
+    pub key: Option<&'k PublicKey>,
+    /// The first file must start the chain (seq 1); without it, a first
+    /// file that starts later is checked as a continuation.
+    pub from_genesis: bool,
+}
+
+/// Records the writer found missing and documented (`log_reopened` with
+/// cause `truncated`): not hidden, but not a forgery of the rest either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub file: PathBuf,
+    /// Line of the `log_reopened` record after the gap.
+    pub line: u64,
+    /// The missing seqs, `from..=to`.
+    pub from: u64,
+    pub to: u64,
+    pub lost_bytes: u64,
 }
 
 /// How a broken `prev_hash` link is explained (from the `seq` numbers
@@ -121,43 +168,49 @@ pub enum VerifyError {
     TornLine { file: PathBuf, line: u64, good: u64 },
     #[error("{}: {msg}", file.display())]
     Io { file: PathBuf, msg: String },
-}
-
-/// The summary `audit verify` prints on success.
-pub fn render(r: &VerifyReport, key: Option<&PublicKey>) -> String {
-    let mut out = format!(
-        "ok: {} records in {} file(s), chain intact",
-        r.records, r.files
-    );
-    match key {
-        Some(k) => out.push_str(&format!(
-            "\n{} checkpoint(s), every signature verified (key {})",
-            r.checkpoints, k.key_id
-        )),
-        None => out.push_str(&format!(
-            "\n{} checkpoint(s) linked to the chain; signatures NOT checked (no --public-key)",
-            r.checkpoints
-        )),
-    }
-    let after = if r.checkpoints == 0 {
-        "no checkpoint: the hash chain alone protects them"
-    } else {
-        "after the last checkpoint"
-    };
-    out.push_str(&format!(
-        "\nunsigned tail: {} records {after}",
-        r.unsigned_tail
-    ));
-    out
+    #[error(
+        "{}:1: the file starts at seq {seq}: it continues a chain whose records 1..{} are in earlier (rotated) files{}; pass them first, oldest first (e.g. `purposegate audit verify {}`), or leave out --from-genesis to check this file as a continuation",
+        file.display(), seq - 1, notes::named_previous(previous_file.as_deref()), notes::verify_all_hint(file)
+    )]
+    StartsMidChain {
+        file: PathBuf,
+        seq: u64,
+        previous_file: Option<String>,
+    },
+    #[error(
+        "{}:1: this file does not continue the one before it: it starts at seq {starts_at}, but {} ended at seq {ended_at}{}; give the files oldest first (rotated files in name order, the live file last){}",
+        file.display(), previous.display(), notes::order_hint(*starts_at, *ended_at), notes::named_previous_order(previous_file.as_deref())
+    )]
+    FileOrder {
+        file: PathBuf,
+        previous: PathBuf,
+        starts_at: u64,
+        ended_at: u64,
+        previous_file: Option<String>,
+    },
+    #[error("{}", notes::lost_message(lost, checked))]
+    RecordsLost {
+        lost: Vec<Lost>,
+        /// What the rest of the files verified to.
+        checked: Box<VerifyReport>,
+    },
 }
 
 /// Running state across the files of one chain.
 struct State<'k> {
     head: ChainHead,
     key: Option<&'k PublicKey>,
+    from_genesis: bool,
     checkpoints: u64,
     /// seq of the last checkpoint record (0 = none yet).
     last_checkpoint: u64,
+    /// Records checked so far.
+    records: u64,
+    first_seq: u64,
+    continues_from: Option<u64>,
+    previous_file: Option<String>,
+    notes: Vec<Notice>,
+    lost: Vec<Lost>,
 }
 
 /// Verifies `paths` as one chain starting at the genesis record, checking
@@ -166,30 +219,70 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
     verify_files_with(paths, None)
 }
 
-/// Verifies `paths` as one chain; with `key`, every checkpoint's signature.
+/// Verifies `paths` as one chain from the genesis record; with `key`,
+/// every checkpoint's signature.
 pub fn verify_files_with(
     paths: &[PathBuf],
     key: Option<&PublicKey>,
 ) -> Result<VerifyReport, VerifyError> {
-    let mut st = State {
-        head: ChainHead::genesis(),
-        key,
-        checkpoints: 0,
-        last_checkpoint: 0,
-    };
-    for path in paths {
-        verify_file(path, &mut st)?;
-    }
-    Ok(VerifyReport {
-        records: st.head.seq,
-        files: paths.len(),
-        checkpoints: st.checkpoints,
-        unsigned_tail: st.head.seq - st.last_checkpoint,
-    })
+    verify(
+        paths,
+        VerifyOptions {
+            key,
+            from_genesis: true,
+        },
+    )
 }
 
-/// Verifies one file, continuing the chain from `st`.
-fn verify_file(path: &Path, st: &mut State) -> Result<(), VerifyError> {
+/// Verifies `paths` as one chain (see `VerifyOptions`).
+pub fn verify(paths: &[PathBuf], opts: VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    let mut st = State {
+        head: ChainHead::genesis(),
+        key: opts.key,
+        from_genesis: opts.from_genesis,
+        checkpoints: 0,
+        last_checkpoint: 0,
+        records: 0,
+        first_seq: 0,
+        continues_from: None,
+        previous_file: None,
+        notes: Vec::new(),
+        lost: Vec::new(),
+    };
+    let mut previous: Option<&PathBuf> = None;
+    for path in paths {
+        verify_file(path, previous.map(PathBuf::as_path), &mut st)?;
+        previous = Some(path);
+    }
+    let signed_up_to = st
+        .last_checkpoint
+        .max(st.continues_from.unwrap_or(0))
+        .max(st.first_seq.saturating_sub(1));
+    let report = VerifyReport {
+        records: st.records,
+        files: paths.len(),
+        checkpoints: st.checkpoints,
+        unsigned_tail: st.head.seq.saturating_sub(signed_up_to),
+        first_seq: st.first_seq,
+        last_seq: st.head.seq,
+        continues_from: st.continues_from,
+        first_file: paths.first().cloned(),
+        previous_file: st.previous_file,
+        notes: st.notes,
+    };
+    if st.lost.is_empty() {
+        Ok(report)
+    } else {
+        Err(VerifyError::RecordsLost {
+            lost: st.lost,
+            checked: Box::new(report),
+        })
+    }
+}
+
+/// Verifies one file, continuing the chain from `st`; `previous` is the
+/// file given before it.
+fn verify_file(path: &Path, previous: Option<&Path>, st: &mut State) -> Result<(), VerifyError> {
     let io_err = |e: std::io::Error| VerifyError::Io {
         file: path.to_path_buf(),
         msg: e.to_string(),
@@ -209,12 +302,48 @@ fn verify_file(path: &Path, st: &mut State) -> Result<(), VerifyError> {
             return Err(VerifyError::TornLine {
                 file: path.to_path_buf(),
                 line: line_no,
-                good: st.head.seq,
+                good: st.records,
             });
         };
-        if let Err(fault) = check_line(line, st) {
-            return Err(explain(fault, &mut reader, line_no).at(path, line_no));
+        let at = Place {
+            file: path,
+            line: line_no,
+            previous: previous.filter(|_| line_no == 1 && st.records > 0),
+        };
+        if let Err(fault) = check_line(line, &at, st) {
+            return Err(match fault {
+                LineFault::Unlinked { expected, found }
+                    if at.previous.is_some() && found != expected =>
+                {
+                    file_order(line, &at, st)
+                }
+                fault => explain(fault, &mut reader, line_no).at(path, line_no),
+            });
         }
+    }
+}
+
+/// Where a line is: its file and line, and (for the first line of a file
+/// after the first with records) the file before it.
+struct Place<'a> {
+    file: &'a Path,
+    line: u64,
+    previous: Option<&'a Path>,
+}
+
+/// A file that does not link to the one before it: given out of order, or
+/// a file in between is missing.
+fn file_order(line: &[u8], at: &Place, st: &State) -> VerifyError {
+    let parsed = chain::parse_line(line).ok();
+    let header = parsed
+        .as_ref()
+        .and_then(|p| Header::read(p.event.as_deref(), line));
+    VerifyError::FileOrder {
+        file: at.file.to_path_buf(),
+        previous: at.previous.unwrap_or(at.file).to_path_buf(),
+        starts_at: parsed.map_or(0, |p| p.seq),
+        ended_at: st.head.seq,
+        previous_file: header.and_then(|h| h.previous_file),
     }
 }
 
@@ -261,11 +390,26 @@ fn find_seq(rest: &mut impl BufRead, seq: u64) -> Option<u64> {
 enum LineFault {
     Bad(String),
     Modified,
-    Unlinked { expected: u64, found: u64 },
+    Unlinked {
+        expected: u64,
+        found: u64,
+    },
     Link(LinkFault),
-    Seq { expected: u64, found: u64 },
-    Signature { covers_seq: u64, why: String },
-    Diverged { covers_seq: u64 },
+    Seq {
+        expected: u64,
+        found: u64,
+    },
+    Signature {
+        covers_seq: u64,
+        why: String,
+    },
+    Diverged {
+        covers_seq: u64,
+    },
+    MidChain {
+        seq: u64,
+        previous_file: Option<String>,
+    },
 }
 
 impl LineFault {
@@ -297,6 +441,11 @@ impl LineFault {
                 expected,
                 found,
             },
+            LineFault::MidChain { seq, previous_file } => VerifyError::StartsMidChain {
+                file,
+                seq,
+                previous_file,
+            },
         }
     }
 }
@@ -305,19 +454,35 @@ impl LineFault {
 /// Order matters for the message: content first, then the link (which
 /// catches deletion, insertion and reordering), then the counter, then a
 /// checkpoint's coverage and signature.
-fn check_line(line: &[u8], st: &mut State) -> Result<(), LineFault> {
+fn check_line(line: &[u8], at: &Place, st: &mut State) -> Result<(), LineFault> {
     let parsed = chain::parse_line(line).map_err(|e| LineFault::Bad(e.to_string()))?;
     if !parsed.hash_ok() {
         return Err(LineFault::Modified);
     }
+    let header = Header::read(parsed.event.as_deref(), line);
+    if st.records == 0 {
+        start(&parsed, header.as_ref(), st)?;
+    }
     let expected = st.head.seq.saturating_add(1);
     if parsed.prev_hash != st.head.hash {
-        return Err(LineFault::Unlinked {
-            expected,
-            found: parsed.seq,
-        });
-    }
-    if parsed.seq != expected {
+        match header.as_ref().and_then(Header::truncated_bytes) {
+            // The writer found the file cut shorter and said so: the
+            // records it lost are reported, the chain goes on from here.
+            Some(lost_bytes) if parsed.seq > expected => st.lost.push(Lost {
+                file: at.file.to_path_buf(),
+                line: at.line,
+                from: expected,
+                to: parsed.seq - 1,
+                lost_bytes,
+            }),
+            _ => {
+                return Err(LineFault::Unlinked {
+                    expected,
+                    found: parsed.seq,
+                })
+            }
+        }
+    } else if parsed.seq != expected {
         return Err(LineFault::Seq {
             expected,
             found: parsed.seq,
@@ -331,9 +496,36 @@ fn check_line(line: &[u8], st: &mut State) -> Result<(), LineFault> {
         st.checkpoints += 1;
         st.last_checkpoint = parsed.seq;
     }
+    if let Some(h) = &header {
+        st.notes.push(h.notice(parsed.seq, at.file, at.line));
+    }
+    st.records += 1;
     st.head = ChainHead {
         seq: parsed.seq,
         hash: parsed.hash,
+    };
+    Ok(())
+}
+
+/// The first record of all: seq 1 from genesis, or (unless `from_genesis`)
+/// a later record whose link to the records before is taken on trust.
+fn start(parsed: &ParsedLine, header: Option<&Header>, st: &mut State) -> Result<(), LineFault> {
+    st.first_seq = parsed.seq;
+    if parsed.seq <= 1 || parsed.prev_hash == GENESIS_HASH {
+        return Ok(());
+    }
+    let previous_file = header.and_then(|h| h.previous_file.clone());
+    if st.from_genesis {
+        return Err(LineFault::MidChain {
+            seq: parsed.seq,
+            previous_file,
+        });
+    }
+    st.continues_from = Some(parsed.seq - 1);
+    st.previous_file = previous_file;
+    st.head = ChainHead {
+        seq: parsed.seq - 1,
+        hash: parsed.prev_hash.clone(),
     };
     Ok(())
 }
@@ -412,8 +604,17 @@ impl<'k> StreamVerifier<'k> {
             st: State {
                 head: ChainHead::genesis(),
                 key,
+                // A stored chain may start after seq 1 (retention): the
+                // first record is then taken as a continuation.
+                from_genesis: false,
                 checkpoints: 0,
                 last_checkpoint: 0,
+                records: 0,
+                first_seq: 0,
+                continues_from: None,
+                previous_file: None,
+                notes: Vec::new(),
+                lost: Vec::new(),
             },
             first_seq: None,
             records: 0,
@@ -422,24 +623,17 @@ impl<'k> StreamVerifier<'k> {
 
     /// Checks the next record (a line without its `\n`).
     pub fn check(&mut self, line: &[u8]) -> Result<(), RecordFault> {
-        if self.first_seq.is_none() {
-            let parsed =
-                chain::parse_line(line).map_err(|e| RecordFault::Unreadable(e.to_string()))?;
-            if parsed.seq > 1 {
-                // Stored from a later seq on: continuity from here.
-                self.st.head = ChainHead {
-                    seq: parsed.seq - 1,
-                    hash: parsed.prev_hash.clone(),
-                };
-                self.st.last_checkpoint = parsed.seq - 1;
-            }
-            self.first_seq = Some(parsed.seq.max(1));
-        }
-        check_line(line, &mut self.st).map_err(|f| match f {
+        let first = self.first_seq.is_none();
+        let at = Place {
+            file: Path::new("<database>"),
+            line: self.records + 1,
+            previous: None,
+        };
+        check_line(line, &at, &mut self.st).map_err(|f| match f {
             LineFault::Bad(msg) => RecordFault::Unreadable(msg),
             LineFault::Modified => RecordFault::Modified,
             LineFault::Unlinked { expected, found } => RecordFault::Unlinked { expected, found },
-            LineFault::Link(_) => RecordFault::Unlinked {
+            LineFault::Link(_) | LineFault::MidChain { .. } => RecordFault::Unlinked {
                 expected: self.st.head.seq.saturating_add(1),
                 found: 0,
             },
@@ -447,6 +641,13 @@ impl<'k> StreamVerifier<'k> {
             LineFault::Signature { covers_seq, why } => RecordFault::Signature { covers_seq, why },
             LineFault::Diverged { covers_seq } => RecordFault::Diverged { covers_seq },
         })?;
+        if first {
+            self.first_seq = Some(self.st.first_seq.max(1));
+            if self.st.continues_from.is_some() {
+                // Records before the first stored one are not ours to sign.
+                self.st.last_checkpoint = self.st.last_checkpoint.max(self.st.first_seq - 1);
+            }
+        }
         self.records += 1;
         Ok(())
     }
@@ -468,223 +669,4 @@ impl<'k> StreamVerifier<'k> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::chain::encode;
-    use crate::audit::record::AuditEvent;
-
-    /// Writes a valid log of `n` records and returns its lines (with `\n`).
-    fn log(n: u64) -> Vec<String> {
-        let mut head = ChainHead::genesis();
-        (1..=n)
-            .map(|i| {
-                let ev = AuditEvent {
-                    request_id: format!("req-{i}"),
-                    subject: Some("alice".into()),
-                    ..AuditEvent::default()
-                };
-                let enc = encode(&head, "2026-03-01T00:00:00.000Z", &ev).unwrap();
-                head = enc.head;
-                String::from_utf8(enc.line).unwrap()
-            })
-            .collect()
-    }
-
-    fn verify_text(text: &str) -> Result<VerifyReport, VerifyError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        std::fs::write(&path, text).unwrap();
-        verify_files(&[path])
-    }
-
-    #[test]
-    fn valid_log_verifies() {
-        let r = verify_text(&log(5).concat()).unwrap();
-        assert_eq!(
-            r,
-            VerifyReport {
-                records: 5,
-                files: 1,
-                checkpoints: 0,
-                unsigned_tail: 5
-            }
-        );
-        assert_eq!(verify_text("").unwrap().records, 0);
-    }
-
-    #[test]
-    fn chain_spans_files_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let lines = log(5);
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&a, lines[..2].concat()).unwrap();
-        std::fs::write(&b, lines[2..].concat()).unwrap();
-        let r = verify_files(&[a.clone(), b.clone()]).unwrap();
-        assert_eq!((r.records, r.files), (5, 2));
-        let err = verify_files(&[b.clone(), a]).unwrap_err();
-        assert!(matches!(err, VerifyError::BrokenLink { line: 1, ref file, .. } if *file == b));
-    }
-
-    #[test]
-    fn modified_field_names_the_line() {
-        let mut lines = log(4);
-        lines[2] = lines[2].replace("alice", "bob");
-        let err = verify_text(&lines.concat()).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::HashMismatch { line: 3, .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("audit.jsonl:3:"), "{err}");
-    }
-
-    #[test]
-    fn deleted_line_detected() {
-        let mut lines = log(4);
-        lines.remove(1);
-        let err = verify_text(&lines.concat()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::BrokenLink {
-                    line: 2,
-                    fault: LinkFault::Deleted {
-                        expected: 2,
-                        found: 3
-                    },
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("deleted"), "{err}");
-        let mut lines = log(3);
-        lines.remove(0);
-        let err = verify_text(&lines.concat()).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::BrokenLink { line: 1, .. }),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn inserted_line_detected() {
-        let mut lines = log(4);
-        let copy = lines[1].clone();
-        lines.insert(3, copy);
-        let err = verify_text(&lines.concat()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::BrokenLink {
-                    line: 4,
-                    fault: LinkFault::Inserted { found: 2 },
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("inserted"), "{err}");
-    }
-
-    #[test]
-    fn swapped_lines_detected() {
-        let mut lines = log(4);
-        lines.swap(1, 2);
-        let err = verify_text(&lines.concat()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::BrokenLink {
-                    line: 2,
-                    fault: LinkFault::Reordered {
-                        expected: 2,
-                        later_line: 3
-                    },
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("reordered"), "{err}");
-    }
-
-    #[test]
-    fn truncated_final_line_is_torn() {
-        let lines = log(3);
-        let mut text = lines.concat();
-        text.truncate(text.len() - 20);
-        let err = verify_text(&text).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::TornLine {
-                    line: 3,
-                    good: 2,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("not tampering"), "{err}");
-    }
-
-    #[test]
-    fn bad_json_detected() {
-        let mut lines = log(3);
-        lines[1] = "{\"seq\": 2, oops\n".into();
-        let err = verify_text(&lines.concat()).unwrap_err();
-        assert!(matches!(err, VerifyError::BadJson { line: 2, .. }), "{err}");
-    }
-
-    #[test]
-    fn wrong_seq_with_valid_link_detected() {
-        // A forger who rebuilds hashes but skips a number is still caught.
-        let mut head = ChainHead::genesis();
-        head.seq = 1; // the next record claims seq 2 while linking to genesis
-        let enc = encode(&head, "t", &AuditEvent::default()).unwrap();
-        let text = String::from_utf8(enc.line).unwrap();
-        let err = verify_text(&text).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VerifyError::SeqGap {
-                    line: 1,
-                    expected: 1,
-                    found: 2,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn missing_file_is_io_error() {
-        let err = verify_files(&[PathBuf::from("/nonexistent/audit.jsonl")]).unwrap_err();
-        assert!(matches!(err, VerifyError::Io { .. }), "{err}");
-    }
-
-    #[test]
-    fn stream_verifier_starts_after_retention_and_names_faults() {
-        let lines = log(6);
-        let strip = |l: &String| l.trim_end().as_bytes().to_vec();
-        let mut v = StreamVerifier::new(None);
-        for l in &lines[2..] {
-            v.check(&strip(l)).unwrap();
-        }
-        let r = v.report();
-        assert_eq!((r.first_seq, r.last_seq, r.records), (3, 6, 4));
-        let mut v = StreamVerifier::new(None);
-        v.check(&strip(&lines[0])).unwrap();
-        assert_eq!(
-            v.check(&strip(&lines[2])),
-            Err(RecordFault::Unlinked {
-                expected: 2,
-                found: 3
-            })
-        );
-        let mut v = StreamVerifier::new(None);
-        let modified = lines[0].replace("alice", "bob");
-        assert_eq!(v.check(&strip(&modified)), Err(RecordFault::Modified));
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
 //! `purposegate inject`: argument parsing and I/O around `crate::inject`.
 //! Reads manifests from a file or stdin, writes them to stdout, reports the
-//! injected workloads and warnings on stderr.
+//! injected workloads, changes to the ConfigMap and warnings on stderr.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -21,7 +21,8 @@ pub struct InjectArgs {
     /// Inject the Deployment/StatefulSet with this name (repeatable).
     #[arg(long, value_name = "NAME")]
     pub workload: Vec<String>,
-    /// Sidecar image.
+    /// Sidecar image: yours, built from the repository's Dockerfile (the
+    /// default names no published image; docs/kubernetes.md).
     #[arg(long, default_value_t = InjectOptions::default().image)]
     pub image: String,
     /// ConfigMap holding config.yaml, policy.yaml and consent.yaml.
@@ -37,18 +38,24 @@ pub struct InjectArgs {
     /// /var/run/secrets/purposegate/tls).
     #[arg(long)]
     pub tls_secret: Option<String>,
-    /// PersistentVolumeClaim for the audit log (default: an emptyDir).
+    /// PersistentVolumeClaim for the audit log (default: an emptyDir). Only
+    /// for one replica: refused for a workload with more (a StatefulSet with
+    /// a volumeClaimTemplate named purposegate-audit gets one per replica).
     #[arg(long)]
     pub audit_claim: Option<String>,
-    /// Port of the proxy (client-facing) listener.
-    #[arg(long, default_value_t = 8443)]
-    pub proxy_port: u16,
-    /// Port of the admin listener (/metrics /healthz /readyz).
-    #[arg(long, default_value_t = 9100)]
-    pub admin_port: u16,
-    /// The store's own port (it must listen on 127.0.0.1 only).
-    #[arg(long, default_value_t = 9090)]
-    pub store_port: u16,
+    /// Port of the proxy (client-facing) listener [default: the ConfigMap's
+    /// `listen` when it is in the input, else 8443]. With the ConfigMap in
+    /// the input, its config.yaml is changed to listen there.
+    #[arg(long)]
+    pub proxy_port: Option<u16>,
+    /// Port of the admin listener (/metrics /healthz /readyz) [default: the
+    /// ConfigMap's `admin_listen`, else 9100]; written into the ConfigMap too.
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// The store's own port, on 127.0.0.1 only [default: the ConfigMap's
+    /// loopback upstream, else 9090]; written into the ConfigMap's upstream url.
+    #[arg(long)]
+    pub store_port: Option<u16>,
 }
 
 impl InjectArgs {
@@ -101,8 +108,17 @@ pub fn run(args: &InjectArgs) -> ExitCode {
     if let Err(e) = stdout.write_all(out.yaml.as_bytes()) {
         return super::fail(format!("cannot write stdout: {e}"));
     }
+    for c in &out.changes {
+        eprintln!("changed {c}");
+    }
     for w in &out.warnings {
         eprintln!("warning: {w}");
+    }
+    if args.image == InjectOptions::default().image && !out.workloads.is_empty() {
+        eprintln!(
+            "warning: no --image given, and {} is not published: build the image from the repository's Dockerfile, push it to your registry and pass --image (docs/kubernetes.md)",
+            args.image
+        );
     }
     if out.workloads.is_empty() {
         eprintln!("warning: no Deployment or StatefulSet in the input");

@@ -199,8 +199,10 @@ pub struct MintArgs {
     /// Leave out training_cert_exp.
     #[arg(long)]
     pub no_cert: bool,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 900)]
+    /// Lifetime in seconds. Above 3600 the proxy refuses the token unless
+    /// `jwt.max_lifetime_seconds` is raised; negative: a token that expired
+    /// that many seconds ago (for tests).
+    #[arg(long, default_value_t = 900, allow_negative_numbers = true)]
     pub ttl: i64,
     #[arg(long)]
     pub jti: Option<String>,
@@ -212,7 +214,10 @@ pub struct MintArgs {
 #[derive(Subcommand)]
 pub enum AuditCommand {
     /// Verify the hash chain of one or more audit files (given oldest first:
-    /// rotated files, then the live file) and, with --public-key, every checkpoint signature.
+    /// rotated files, then the live file, e.g. `audit.jsonl.[0-9]* audit.jsonl`)
+    /// and, with --public-key, every checkpoint signature. A first file that
+    /// starts after seq 1 (the live file after a rotation) is checked as a
+    /// continuation of the records before it, and the output says so.
     ///
     /// With --postgres: every chain stored in the central database instead (exit 1 names the
     /// instance, chain and seq of the first fault).
@@ -220,6 +225,9 @@ pub enum AuditCommand {
         /// Ed25519 public key of the checkpoints (PEM or raw base64; `audit keygen` writes it).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Require the files to hold the whole chain, from seq 1.
+        #[arg(long)]
+        from_genesis: bool,
         #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -291,9 +299,10 @@ pub fn run(cli: Cli) -> ExitCode {
             public_key,
             pg,
             instance,
+            from_genesis,
         }) => match pg.postgres {
             Some(_) => audit_db::verify_postgres(&pg, instance.as_deref(), public_key.as_deref()),
-            None => audit_verify(&files, public_key.as_deref()),
+            None => audit_verify(&files, public_key.as_deref(), from_genesis),
         },
         Command::Audit(AuditCommand::Migrate {
             config,
@@ -335,8 +344,9 @@ fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Run
 
 fn serve(config: &Path) -> ExitCode {
     crate::logging::init_json();
-    let config = match Config::load(config) {
-        Ok(c) => c,
+    // Everything `policy check` checks, before any port is bound.
+    let config = match crate::preflight::preflight_file(config) {
+        Ok((c, _)) => c,
         Err(e) => return fail(e),
     };
     let rt = match runtime(config.worker_threads) {
@@ -350,42 +360,28 @@ fn serve(config: &Path) -> ExitCode {
 }
 
 fn policy_check(config: &Path) -> ExitCode {
-    let checked = Config::load(config).and_then(|c| {
-        let (policy, consent) = crate::state::load_policy_and_consent(&c)?;
-        crate::auth::Verifier::new(&c.jwt, &c.claims)?;
-        crate::tls::check(&c)?;
-        Ok((policy, consent))
-    });
-    match checked {
-        Ok((policy, _)) if uses_consent_db(config) => {
-            println!(
-                "ok: {} purposes, {} roles, {} routes, consent in PostgreSQL (not contacted) (policy {})",
-                policy.purposes.len(),
-                policy.roles.len(),
-                policy.routes.routes().len(),
-                &policy.digest[..policy.digest.len().min(12)]
-            );
-            ExitCode::SUCCESS
-        }
-        Ok((policy, consent)) => {
-            println!(
-                "ok: {} purposes, {} roles, {} routes, {} users and {} orgs in the consent registry (policy {})",
-                policy.purposes.len(),
-                policy.roles.len(),
-                policy.routes.routes().len(),
-                consent.users.len(),
-                consent.orgs.len(),
-                &policy.digest[..policy.digest.len().min(12)]
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
-/// Whether the (already validated) config uses the PostgreSQL consent backend.
-fn uses_consent_db(config: &Path) -> bool {
-    Config::load(config).is_ok_and(|c| c.consent_db.is_some())
+    let (config, checked) = match crate::preflight::preflight_file(config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(e),
+    };
+    let policy = &checked.policy;
+    let consent = if config.consent_db.is_some() {
+        "consent in PostgreSQL (not contacted)".to_string()
+    } else {
+        format!(
+            "{} users and {} orgs in the consent registry",
+            checked.consent.users.len(),
+            checked.consent.orgs.len()
+        )
+    };
+    println!(
+        "ok: {} purposes, {} roles, {} routes, {consent} (policy {})",
+        policy.purposes.len(),
+        policy.roles.len(),
+        policy.routes.routes().len(),
+        &policy.digest[..policy.digest.len().min(12)]
+    );
+    ExitCode::SUCCESS
 }
 
 fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
@@ -394,7 +390,7 @@ fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
     let loaded = match config {
         Some(c) => Config::load(c).and_then(|c| crate::state::load_policy_and_consent(&c)),
         None => {
-            let policy_dir = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let policy_dir = default_policy_dir(dir);
             let consent_file = policy_dir.join("consent.yaml");
             let consent = if consent_file.exists() {
                 ConsentData::load(&consent_file)
@@ -426,13 +422,39 @@ fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn audit_verify(files: &[PathBuf], public_key: Option<&Path>) -> ExitCode {
+/// Where `policy test` looks for the policy without `--config`: the parent
+/// of the folder holding the cases (for a single case file, of the file's
+/// folder), e.g. `policies/` for `policies/tests` and `policies/tests/a.yaml`.
+fn default_policy_dir(cases: &Path) -> PathBuf {
+    let folder = if cases.is_file() {
+        cases.parent().unwrap_or(Path::new(""))
+    } else {
+        cases
+    };
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    match folder.parent() {
+        Some(p) if !p.as_os_str().is_empty() && !folder.ends_with("..") => p.to_path_buf(),
+        Some(_) if !folder.ends_with("..") && folder != Path::new(".") => PathBuf::from("."),
+        _ => folder.join(".."),
+    }
+}
+
+fn audit_verify(files: &[PathBuf], public_key: Option<&Path>, from_genesis: bool) -> ExitCode {
+    use crate::audit::verify::{verify, VerifyOptions};
     let key = match public_key.map(crate::audit::sign::PublicKey::load) {
         None => None,
         Some(Ok(k)) => Some(k),
         Some(Err(e)) => return fail(format!("audit verify: {e}")),
     };
-    match crate::audit::verify::verify_files_with(files, key.as_ref()) {
+    let opts = VerifyOptions {
+        key: key.as_ref(),
+        from_genesis,
+    };
+    match verify(files, opts) {
         Ok(report) => {
             println!("{}", crate::audit::verify::render(&report, key.as_ref()));
             ExitCode::SUCCESS

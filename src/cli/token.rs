@@ -30,6 +30,7 @@ fn request(a: &MintArgs) -> Result<MintRequest, String> {
         _ => return Err("give --key PEM_FILE (asymmetric) or --secret-file FILE (HS256)".into()),
     };
     let now = crate::time::now_millis() / 1000;
+    let (iat, ttl_seconds) = lifetime(now, a.ttl);
     let mut justification = Vec::new();
     for (name, value) in [
         ("case_id", &a.case_id),
@@ -58,8 +59,8 @@ fn request(a: &MintArgs) -> Result<MintRequest, String> {
         justification,
         subjects: a.subjects.clone(),
         training_cert_exp: (!a.no_cert).then_some(now + a.cert_days * 86_400),
-        iat: now,
-        ttl_seconds: a.ttl,
+        iat,
+        ttl_seconds,
         nbf: None,
         jti: a.jti.clone(),
         claim_names: Default::default(),
@@ -67,10 +68,61 @@ fn request(a: &MintArgs) -> Result<MintRequest, String> {
     })
 }
 
-/// `token mint`: prints the token on stdout.
+/// The proxy's default `jwt.max_lifetime_seconds` and `jwt.leeway_seconds`.
+const DEFAULT_MAX_LIFETIME: i64 = 3600;
+const DEFAULT_LEEWAY: i64 = 30;
+/// The lifetime an already-expired token is given (the default `--ttl`).
+const EXPIRED_LIFETIME: i64 = 900;
+
+/// `iat` and lifetime for `--ttl`. A negative TTL mints a token that
+/// expired `-ttl` seconds ago as a real one would have: issued
+/// `EXPIRED_LIFETIME` seconds before it expired, so the proxy refuses it as
+/// expired rather than for an `exp` before its `iat`.
+fn lifetime(now: i64, ttl: i64) -> (i64, i64) {
+    if ttl < 0 {
+        (
+            now.saturating_add(ttl).saturating_sub(EXPIRED_LIFETIME),
+            EXPIRED_LIFETIME,
+        )
+    } else {
+        (now, ttl)
+    }
+}
+
+/// What the proxy (with its default `jwt:` settings) will make of a token
+/// minted with `--ttl`, when that is not simply "accepted until it expires".
+fn ttl_notice(ttl: i64) -> Option<String> {
+    if ttl > DEFAULT_MAX_LIFETIME {
+        Some(format!(
+            "warning: --ttl {ttl} is longer than the default jwt.max_lifetime_seconds ({DEFAULT_MAX_LIFETIME}): \
+             the proxy refuses this token (invalid_token) unless jwt.max_lifetime_seconds is raised to at least {ttl}"
+        ))
+    } else if ttl < 0 && -ttl <= DEFAULT_LEEWAY {
+        Some(format!(
+            "note: --ttl {ttl}: the token expired {} s ago, within the default jwt.leeway_seconds ({DEFAULT_LEEWAY}), \
+             so the proxy still accepts it; use --ttl -{} or less for a token it refuses as expired",
+            -ttl,
+            DEFAULT_LEEWAY + 1
+        ))
+    } else if ttl < 0 {
+        Some(format!(
+            "note: --ttl {ttl}: the token expired {} s ago (a {EXPIRED_LIFETIME}-second token); \
+             the proxy refuses it as expired (invalid_token) unless jwt.leeway_seconds is at least {}. For tests only",
+            -ttl, -ttl
+        ))
+    } else {
+        None
+    }
+}
+
+/// `token mint`: prints the token on stdout, and on stderr what the proxy
+/// will make of an unusual `--ttl`.
 pub fn mint(a: &MintArgs) -> ExitCode {
     match request(a).and_then(|r| mint_token(&r).map_err(|e| e.to_string())) {
         Ok(token) => {
+            if let Some(notice) = ttl_notice(a.ttl) {
+                eprintln!("{notice}");
+            }
             println!("{token}");
             ExitCode::SUCCESS
         }
@@ -101,5 +153,39 @@ pub fn keygen(alg: &str, kid: &str, out: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negative_ttl_is_an_expired_token_of_ordinary_lifetime() {
+        assert_eq!(lifetime(1_000_000, 900), (1_000_000, 900));
+        let (iat, ttl) = lifetime(1_000_000, -100);
+        assert_eq!(iat + ttl, 1_000_000 - 100, "exp is 100 s ago");
+        assert!(ttl > 0 && iat < 1_000_000);
+    }
+
+    #[test]
+    fn unusual_ttls_are_explained() {
+        assert_eq!(ttl_notice(900), None);
+        assert_eq!(ttl_notice(3600), None);
+        let long = ttl_notice(86_400).unwrap();
+        assert!(
+            long.starts_with("warning:") && long.contains("jwt.max_lifetime_seconds"),
+            "{long}"
+        );
+        let past = ttl_notice(-100).unwrap();
+        assert!(
+            past.contains("expired 100 s ago") && past.contains("refuses"),
+            "{past}"
+        );
+        let recent = ttl_notice(-10).unwrap();
+        assert!(
+            recent.contains("still accepts") && recent.contains("--ttl -31"),
+            "{recent}"
+        );
     }
 }

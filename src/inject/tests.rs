@@ -162,8 +162,8 @@ fn named_workload_missing_is_an_error() {
 #[test]
 fn port_clash_with_an_app_container_is_an_error() {
     let o = InjectOptions {
-        proxy_port: 9090,
-        store_port: 9091,
+        proxy_port: Some(9090),
+        store_port: Some(9091),
         ..InjectOptions::default()
     };
     let err = inject_str(EXAMPLE, &o).unwrap_err().to_string();
@@ -174,7 +174,7 @@ fn port_clash_with_an_app_container_is_an_error() {
 #[test]
 fn equal_ports_are_refused() {
     let o = InjectOptions {
-        admin_port: 8443,
+        admin_port: Some(8443),
         ..InjectOptions::default()
     };
     assert!(matches!(
@@ -186,16 +186,218 @@ fn equal_ports_are_refused() {
 #[test]
 fn missing_store_port_is_a_warning() {
     let o = InjectOptions {
-        store_port: 7000,
+        store_port: Some(7000),
         ..InjectOptions::default()
     };
     let out = inject_str(EXAMPLE, &o).unwrap();
-    assert_eq!(out.warnings.len(), 2);
-    assert!(out.warnings[0].contains("7000"));
+    let undeclared: Vec<_> = out
+        .warnings
+        .iter()
+        .filter(|w| w.contains("no container declares containerPort 7000"))
+        .collect();
+    assert_eq!(undeclared.len(), 2, "{:?}", out.warnings);
+    // The port is the config's to set: without the ConfigMap, inject says so.
     assert!(
-        out.yaml.contains("purposegate.io/store-port: \"7000\"")
-            || out.yaml.contains("purposegate.io/store-port: '7000'")
+        out.warnings
+            .iter()
+            .any(|w| w.contains("not in the input") && w.contains("http://127.0.0.1:7000")),
+        "{:?}",
+        out.warnings
     );
+    assert!(!out.yaml.contains("purposegate.io/store-port"));
+}
+
+/// The chart's ConfigMap (rendered with the default values) ahead of the
+/// example workloads, as `cat configmap.yaml deploy.yaml | inject` sees it.
+fn with_config_map() -> String {
+    let cm = include_str!("../../examples/k8s/rendered/configmap.yaml");
+    format!("{cm}---\n{EXAMPLE}")
+}
+
+fn config_text(yaml: &str) -> String {
+    docs(yaml)
+        .iter()
+        .find(|d| {
+            d.get("kind").and_then(Node::as_str) == Some("ConfigMap")
+                && d.get("metadata").and_then(Node::name) == Some("purposegate-config")
+        })
+        .and_then(|d| d.get("data"))
+        .and_then(|d| d.get("config.yaml"))
+        .and_then(Node::as_str)
+        .unwrap()
+        .to_string()
+}
+
+fn sidecar_ports(doc: &Node) -> Vec<i64> {
+    let Some(Node::Seq(cs)) = doc
+        .get("spec")
+        .and_then(|s| s.get("template"))
+        .and_then(|t| t.get("spec"))
+        .and_then(|s| s.get("containers"))
+    else {
+        panic!("no containers")
+    };
+    declared_ports(cs.iter().find(|c| c.name() == Some(CONTAINER)).unwrap())
+}
+
+#[test]
+fn ports_asked_for_are_written_into_the_config_map_in_the_input() {
+    let o = InjectOptions {
+        proxy_port: Some(8444),
+        admin_port: Some(9101),
+        store_port: Some(9091),
+        selection: Selection::Names(vec!["file-store".into()]),
+        ..InjectOptions::default()
+    };
+    let input = with_config_map().replace(
+        "containerPort: 9090\n          volumeMounts",
+        "containerPort: 9091\n          volumeMounts",
+    );
+    let out = inject_str(&input, &o).unwrap();
+    assert_eq!(out.changes.len(), 3, "{:?}", out.changes);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let config = config_text(&out.yaml);
+    assert!(config.contains("listen: \"0.0.0.0:8444\""), "{config}");
+    assert!(
+        config.contains("admin_listen: \"0.0.0.0:9101\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("url: \"http://127.0.0.1:9091\""),
+        "{config}"
+    );
+    let ports = crate::inject::config_map::ports_of(&config).unwrap();
+    assert_eq!(
+        (ports.proxy, ports.admin, ports.store),
+        (8444, 9101, Some(9091))
+    );
+    let d = docs(&out.yaml);
+    let sts = d
+        .iter()
+        .find(|d| d.get("kind").and_then(Node::as_str) == Some("StatefulSet"))
+        .unwrap();
+    assert_eq!(sidecar_ports(sts), vec![8444, 9101]);
+
+    // Injected again without the flags, the ports come from the ConfigMap.
+    let again = inject_str(
+        &out.yaml,
+        &opts(Selection::Names(vec!["file-store".into()])),
+    )
+    .unwrap();
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.yaml, out.yaml);
+}
+
+#[test]
+fn ports_without_the_config_map_in_the_input_are_a_warning() {
+    let o = InjectOptions {
+        proxy_port: Some(8444),
+        ..opts(Selection::Names(vec!["file-store".into()]))
+    };
+    let out = inject_str(EXAMPLE, &o).unwrap();
+    assert!(out.changes.is_empty());
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(
+        out.warnings[0].contains("ConfigMap purposegate-config is not in the input")
+            && out.warnings[0].contains("listen: \"0.0.0.0:8444\""),
+        "{}",
+        out.warnings[0]
+    );
+    // The defaults need no warning.
+    let out = inject_str(EXAMPLE, &opts(Selection::Names(vec!["file-store".into()]))).unwrap();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
+#[test]
+fn a_config_map_whose_config_does_not_parse_is_an_error() {
+    let input = with_config_map().replace("listen: \"0.0.0.0:8443\"", "listen: \"nowhere\"");
+    let err = inject_str(&input, &opts(Selection::All))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("ConfigMap purposegate-config: config.yaml:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_audit_claim_for_several_replicas_is_refused() {
+    let claim = |selection: &str| InjectOptions {
+        audit_claim: Some("audit-log".into()),
+        ..opts(Selection::Names(vec![selection.into()]))
+    };
+    // content-store is a Deployment with 2 replicas.
+    let err = inject_str(EXAMPLE, &claim("content-store"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("Deployment content-store: has 2 replicas"),
+        "{err}"
+    );
+    assert!(err.contains("PersistentVolumeClaim audit-log"), "{err}");
+    assert!(
+        err.contains("StatefulSet") && err.contains("volumeClaimTemplates"),
+        "{err}"
+    );
+
+    // A StatefulSet with several replicas is told to use a claim template.
+    let three = EXAMPLE.replace(
+        "serviceName: file-store\n  replicas: 1",
+        "serviceName: file-store\n  replicas: 3",
+    );
+    assert_ne!(three, EXAMPLE);
+    let err = inject_str(&three, &claim("file-store"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has 3 replicas")
+            && err.contains("add a volumeClaimTemplates entry named purposegate-audit"),
+        "{err}"
+    );
+
+    // One replica: the claim is mounted.
+    let out = inject_str(EXAMPLE, &claim("file-store")).unwrap();
+    assert!(out.yaml.contains("claimName: audit-log"), "{}", out.yaml);
+
+    // A Deployment of one replica gets it, with what to watch for.
+    let one = EXAMPLE.replace("  replicas: 2\n", "  replicas: 1\n");
+    let out = inject_str(&one, &claim("content-store")).unwrap();
+    assert!(out.yaml.contains("claimName: audit-log"));
+    assert!(
+        out.warnings.iter().any(|w| w.contains("Recreate")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn a_statefulsets_audit_claim_template_gives_each_replica_its_log() {
+    let template = EXAMPLE.replace(
+        "  volumeClaimTemplates:\n",
+        "  volumeClaimTemplates:\n    - metadata:\n        name: purposegate-audit\n      spec:\n        accessModes: [\"ReadWriteOnce\"]\n        resources:\n          requests:\n            storage: 1Gi\n",
+    ).replace("serviceName: file-store\n  replicas: 1", "serviceName: file-store\n  replicas: 3");
+    let out = inject_str(
+        &template,
+        &opts(Selection::Names(vec!["file-store".into()])),
+    )
+    .unwrap();
+    let d = docs(&out.yaml);
+    let sts = d
+        .iter()
+        .find(|d| d.get("kind").and_then(Node::as_str) == Some("StatefulSet"))
+        .unwrap();
+    assert_eq!(volumes(sts), vec!["purposegate-config", "purposegate-jwt"]);
+    assert!(out.yaml.contains("mountPath: /var/lib/purposegate/audit"));
+    let err = inject_str(
+        &template,
+        &InjectOptions {
+            audit_claim: Some("audit-log".into()),
+            ..opts(Selection::Names(vec!["file-store".into()]))
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("leave out --audit-claim"), "{err}");
 }
 
 #[test]

@@ -66,9 +66,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-config" (include "purposegate.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The sidecar image reference. */}}
+{{/* The sidecar image reference. No public image exists: the repository
+is the operator's own (docs/kubernetes.md). */}}
 {{- define "purposegate.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default "0.1.0") }}
+{{- $repo := required "image.repository is required: build the purposegate image from the repository's Dockerfile, push it to your registry and set image.repository (docs/kubernetes.md)" .Values.image.repository }}
+{{- printf "%s:%s" $repo (.Values.image.tag | default "0.1.0") }}
 {{- end }}
 
 {{/* purposegate's config.yaml (README "Configuration"). */}}
