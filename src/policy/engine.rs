@@ -199,11 +199,6 @@ impl Held {
     pub fn justification(&self) -> Option<AuditFacts> {
         self.justification.get().map(Looked::audit_facts)
     }
-
-    /// The justification answer rule 17 decided on, if it ran.
-    pub fn looked(&self) -> Option<&Looked> {
-        self.justification.get()
-    }
 }
 
 /// The default consent record, for requests that never get to rule 11.
@@ -301,4 +296,125 @@ pub async fn respond<F: Facts>(
         None => Lookup::Unavailable,
     });
     decide_post(admitted, meta, lookup, trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::justification::{Justification, Kind, Status};
+    use crate::policy::{Check, RequestFacts};
+    use futures_util::FutureExt;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Consent of nobody; one open ticket about u1 assigned to e1; counts
+    /// the justification lookups.
+    #[derive(Default)]
+    struct Counting {
+        asked: AtomicUsize,
+    }
+
+    impl Facts for Counting {
+        fn user(&self, _: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send {
+            std::future::ready(Some(Arc::default()))
+        }
+        fn org(&self, _: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send {
+            std::future::ready(Some(Arc::default()))
+        }
+        fn justification(
+            &self,
+            purpose: &PurposeRule,
+            _: &str,
+        ) -> impl Future<Output = Option<Looked>> + Send {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let kind = purpose
+                .justification_claim
+                .as_deref()
+                .and_then(Kind::from_claim);
+            let ticket = Justification {
+                status: Status::Open,
+                assignees: vec!["e1".into()],
+                subjects: vec!["u1".into()],
+                requested_by: Some("u1".into()),
+            };
+            std::future::ready(kind.map(|k| Looked::stated(k, Answer::Found(Arc::new(ticket)))))
+        }
+    }
+
+    fn policy() -> Policy {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let consent = root.join("consent.yaml");
+        super::super::load::load_dir(&root, &[consent.as_path()]).unwrap()
+    }
+
+    fn support(subjects: &[&str]) -> Claims {
+        Claims {
+            sub: "e1".into(),
+            roles: vec!["support".into()],
+            purpose: Some("support".into()),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            training_cert_exp: Some(2_000_000_000),
+            iss: "i".into(),
+            exp: 0,
+            iat: 0,
+            nbf: None,
+            jti: None,
+            strings: BTreeMap::from([("ticket_id".to_string(), "T-1".to_string())]),
+        }
+    }
+
+    fn admit_now(
+        policy: &Policy,
+        path: &str,
+        claims: &Claims,
+        source: &Counting,
+    ) -> (Result<(), Reason>, Option<AuditFacts>, Vec<Check>) {
+        let method = http::Method::GET;
+        let facts = RequestFacts::new(policy, &method, path, false);
+        let held = Held::default();
+        let mut trace = Vec::new();
+        let now = 1_800_000_000_000;
+        let r = admit(
+            policy,
+            &facts,
+            AuthState::Valid(claims),
+            source,
+            now,
+            &held,
+            &mut trace,
+        )
+        .now_or_never()
+        .unwrap()
+        .map(|_| ());
+        (r, held.justification(), trace)
+    }
+
+    #[test]
+    fn rule_17_runs_after_rule_11_and_only_on_admitted_requests() {
+        let policy = policy();
+        let source = Counting::default();
+        let (r, seen, trace) =
+            admit_now(&policy, "/v1/users/u1/files/f", &support(&["u1"]), &source);
+        assert_eq!(r, Ok(()));
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+        let seen = seen.unwrap();
+        assert_eq!(seen.justification_state.as_str(), "open");
+        let numbers: Vec<&str> = trace.iter().map(|c| c.rule).collect();
+        let at = numbers.iter().position(|n| *n == "11").unwrap();
+        assert_eq!(numbers[at + 1..], ["17a", "17b", "17c", "17d", "17e"]);
+        // Refused by rule 10: the justification is never asked about.
+        let (r, seen, _) = admit_now(&policy, "/v1/users/u2/files/f", &support(&["u1"]), &source);
+        assert_eq!(r, Err(Reason::SubjectNotInScope));
+        assert!(seen.is_none());
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+        // Refused by 17d: what was seen is kept for the record.
+        let (r, seen, _) = admit_now(
+            &policy,
+            "/v1/users/u2/files/f",
+            &support(&["u1", "u2"]),
+            &source,
+        );
+        assert_eq!(r, Err(Reason::JustificationSubjectMismatch));
+        assert_eq!(seen.unwrap().justification_state.as_str(), "open");
+    }
 }
