@@ -424,6 +424,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The live justification check (`justifications:`), when configured.
     pub justifications: Option<crate::justification::JustificationsConfig>,
+    /// Per-employee access budgets in Redis (`budgets:`, CONTRACT §11).
+    pub budgets: Option<crate::budget::BudgetsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -451,6 +453,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     justifications: Option<Spanned<crate::justification::config::RawJustifications>>,
+    #[serde(default)]
+    budgets: Option<Spanned<crate::budget::RawBudgets>>,
 }
 
 #[derive(Deserialize)]
@@ -682,6 +686,10 @@ impl Config {
                 .map(|j| {
                     crate::justification::config::RawJustifications::validate(j, file, &resolve)
                 })
+                .transpose()?,
+            budgets: raw
+                .budgets
+                .map(|b| crate::budget::RawBudgets::validate(b, file, &resolve))
                 .transpose()?,
         })
     }

@@ -5,10 +5,13 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod demo;
+pub mod files;
+pub mod fuzzing;
 pub mod inject;
 pub mod justification;
 pub mod logging;

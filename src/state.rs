@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
@@ -16,6 +15,7 @@ use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::consent::file::{ConsentData, FileConsent};
 use crate::consent::ConsentStore;
+use crate::files::{fingerprint, Fingerprint};
 use crate::justification::Justifications;
 use crate::metrics::Metrics;
 use crate::policy::{load, Policy};
@@ -234,22 +234,4 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
 
 fn is_yaml(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-}
-
-/// A cheap fingerprint of a set of files (path, size, mtime), compared by the
-/// watcher to notice edits, additions and removals (including Kubernetes'
-/// ConfigMap symlink swaps, since metadata follows the link).
-pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
-
-/// A cheap fingerprint of a set of files (see `Fingerprint`).
-pub fn fingerprint(files: &[PathBuf]) -> Fingerprint {
-    files
-        .iter()
-        .map(|f| {
-            let meta = std::fs::metadata(f).ok();
-            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = meta.and_then(|m| m.modified().ok());
-            (f.clone(), len, mtime)
-        })
-        .collect()
 }

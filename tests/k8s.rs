@@ -1,6 +1,6 @@
 //! The Kubernetes artefacts against the real proxy: every metric the Grafana
-//! dashboard and the alert rules query is exported on /metrics (or README
-//! documents where else it comes from); the config.yaml the Helm chart
+//! dashboard and the alert rules query is exported on /metrics (or README or
+//! docs/ documents where else it comes from); the config.yaml the Helm chart
 //! renders starts the proxy and turns it ready; the chart's rendered sidecar
 //! is the one `inject` adds; and `purposegate inject` works as a process.
 
@@ -101,16 +101,30 @@ async fn dashboard_and_alert_metrics_are_exported_or_documented() {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
-    let readme = repo_file("README.md");
+    let docs = documentation();
     let names = dashboard_and_rule_metrics();
     assert!(names.contains("purposegate_requests_total"));
     assert!(names.contains("purposegate_request_duration_seconds_bucket"));
     for name in &names {
         assert!(
-            exported.contains(name.as_str()) || readme.contains(&format!("`{name}`")),
-            "{name} is queried by the dashboard or alerts but neither exported on /metrics nor documented in README.md"
+            exported.contains(name.as_str()) || docs.contains(&format!("`{name}`")),
+            "{name} is queried by the dashboard or alerts but neither exported on /metrics nor documented in README.md or docs/"
         );
     }
+}
+
+/// README.md and every docs/*.md, where metrics that a default config does
+/// not export (e.g. those of optional sections such as `budgets:`) are documented.
+fn documentation() -> String {
+    let mut text = repo_file("README.md");
+    if let Ok(dir) = std::fs::read_dir(common::repo().join("docs")) {
+        for entry in dir.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "md") {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap());
+            }
+        }
+    }
+    text
 }
 
 /// The rendered chart's ConfigMap (examples/k8s/rendered/configmap.yaml).

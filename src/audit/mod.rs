@@ -5,12 +5,14 @@
 //! (`sign`), and `audit verify` (`verify`).
 
 pub mod chain;
+mod group;
 pub mod header;
 pub mod record;
 mod recover;
 mod rotate;
 pub mod sign;
 mod target;
+mod thread;
 pub mod verify;
 pub mod writer;
 

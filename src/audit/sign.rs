@@ -169,7 +169,7 @@ pub fn keygen(dir: &Path) -> Result<Generated, KeyError> {
         .map_err(|_| key_err(dir, "cannot encode the key"))?;
     let mut spki = SPKI_PREFIX.to_vec();
     spki.extend_from_slice(pair.public_key().as_ref());
-    crate::cli::write_private_file(&private, pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+    crate::files::write_private_file(&private, pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
         .map_err(|e| key_err(&private, e))?;
     std::fs::write(&public, pem("PUBLIC KEY", &spki))
         .map_err(|e| key_err(&public, e.to_string()))?;

@@ -15,17 +15,19 @@ mod bearer;
 mod cache;
 pub mod claims;
 mod error;
-mod extract;
+pub(crate) mod extract;
 mod issuer;
 mod jose;
 mod jwks;
 mod keys;
 pub mod mint;
-mod registered;
+pub(crate) mod registered;
 mod remote;
 mod signature;
 mod verifier;
 
+#[cfg(test)]
+mod differential_tests;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod consent;
 mod explain;
 mod inject;
 mod token;
-pub use token::write_private_file;
+pub use crate::files::write_private_file;
 
 use crate::config::Config;
 

@@ -85,7 +85,7 @@ pub fn keygen(alg: &str, kid: &str, out: &Path) -> ExitCode {
         .and_then(|key| {
             std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
             let pem = out.join(format!("{kid}.pem"));
-            write_private_file(&pem, key.private_pem.as_bytes())?;
+            crate::files::write_private_file(&pem, key.private_pem.as_bytes())?;
             let jwks = out.join("jwks.json");
             std::fs::write(&jwks, jwks_json(&[&key]))
                 .map_err(|e| format!("{}: {e}", jwks.display()))?;
@@ -102,18 +102,4 @@ pub fn keygen(alg: &str, kid: &str, out: &Path) -> ExitCode {
         }
         Err(e) => fail(e),
     }
-}
-
-/// Writes a private key readable by its owner only.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))
 }

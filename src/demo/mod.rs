@@ -278,7 +278,7 @@ pub fn prepare(
     std::fs::create_dir_all(&policies).map_err(|e| io(&policies, e))?;
     let key = generate_dev_key(Algorithm::ES256, "demo-1").map_err(|e| e.to_string())?;
     let write = |p: PathBuf, text: &str| std::fs::write(&p, text).map_err(|e| io(&p, e));
-    crate::cli::write_private_file(&dir.join("demo-1.pem"), key.private_pem.as_bytes())?;
+    crate::files::write_private_file(&dir.join("demo-1.pem"), key.private_pem.as_bytes())?;
     write(dir.join("jwks.json"), &jwks_json(&[&key]))?;
     write(policies.join("policy.yaml"), DEFAULT_POLICY)?;
     write(dir.join("consent.yaml"), DEMO_CONSENT)?;

@@ -164,7 +164,7 @@ pub fn load_dir(dir: &Path, exclude: &[&Path]) -> Result<Policy, ConfigError> {
     for file in &files {
         let text = read_file(file)?;
         hash_file(&mut hasher, file, &text);
-        if !is_blank_yaml(&text) {
+        if !is_blank_yaml(&text) && !is_consent_registry(&text) {
             let raw: RawFile = parse_yaml(file, &text)?;
             merger.add(file, raw)?;
         }
@@ -173,6 +173,39 @@ pub fn load_dir(dir: &Path, exclude: &[&Path]) -> Result<Policy, ConfigError> {
     policy.digest = hex::encode(hasher.finalize());
     policy.files = files;
     Ok(policy)
+}
+
+/// The top-level keys a file may have, to tell the two kinds apart.
+#[derive(Deserialize)]
+struct TopLevel {
+    #[serde(default)]
+    users: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    orgs: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    prohibited_purposes: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    purposes: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    roles: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    routes: Option<serde::de::IgnoredAny>,
+}
+
+/// Whether a YAML file of the policy folder is a consent registry (only
+/// `users:`/`orgs:` at the top), e.g. the shipped example `consent.yaml`
+/// left beside the policy while `consent_file` points elsewhere. A file that
+/// mixes both kinds is parsed as policy, so its mistake is reported.
+fn is_consent_registry(text: &str) -> bool {
+    let Ok(top) = serde_saphyr::from_str::<TopLevel>(text) else {
+        return false;
+    };
+    let consent = top.users.is_some() || top.orgs.is_some();
+    let policy = top.prohibited_purposes.is_some()
+        || top.purposes.is_some()
+        || top.roles.is_some()
+        || top.routes.is_some();
+    consent && !policy
 }
 
 /// Errors at the first route whose upstream is not one of `known`.
@@ -520,6 +553,18 @@ mod tests {
         let m = p.routes.lookup("/v1/users/u1/files/f").unwrap();
         assert_eq!((m.route.name.as_str(), m.owner), ("files", "u1"));
         check_upstreams(&p, &["content"]).unwrap();
+    }
+
+    #[test]
+    fn a_consent_registry_in_the_policy_folder_is_left_alone() {
+        let dir = shipped_dir();
+        // Not excluded: consent_file points elsewhere, the example stays.
+        let p = load_dir(&dir, &[]).unwrap();
+        assert_eq!(p.purposes.len(), 4);
+        assert_eq!(p.files.len(), 2, "both files are watched and hashed");
+        // A file mixing both kinds is policy, and its mistake is reported.
+        let e = load(&[("p.yaml", &format!("{}\nusers: {{}}\n", shipped_text()))]).unwrap_err();
+        assert!(e.message.contains("users"), "{e}");
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Recorder {
         let ack = self.app.audit.submit(&self.event).await?;
         // From here the record will be written whatever happens to us.
         self.stage = Stage::Submitted;
-        let written = ack.await;
+        let written = ack.wait().await;
         if decision == DecisionKind::Deny || written.is_err() {
             self.stage = Stage::Done;
         }

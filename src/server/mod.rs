@@ -22,7 +22,7 @@ pub mod conn;
 
 use crate::config::Config;
 use crate::proxy::ClientConn;
-use crate::state::{fingerprint, App, StartError};
+use crate::state::{App, StartError};
 use crate::tls::ServerTls;
 
 /// A started proxy: its bound addresses and a handle to stop it.
@@ -289,29 +289,36 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener, mut stop: watch::Rece
 
 /// Reloads when a watched file changes (polled, so it also sees ConfigMap
 /// symlink swaps) or on SIGHUP. File reads happen on the blocking pool.
-async fn watch_for_reload(app: Arc<App>, mut hup: Hangup, mut stop: watch::Receiver<bool>) {
-    let mut last = app.loaded_fingerprint.clone();
-    let mut tick = tokio::time::interval(app.config.reload_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            _ = recv_hangup(&mut hup) => true,
-            _ = stop.changed() => return,
-        };
-        let probe = app.clone();
-        let Ok(now) =
-            tokio::task::spawn_blocking(move || fingerprint(&probe.watched_files())).await
-        else {
-            continue;
-        };
-        if !forced && now == last {
-            continue;
+async fn watch_for_reload(app: Arc<App>, mut hup: Hangup, stop: watch::Receiver<bool>) {
+    let (kick, kicks) = tokio::sync::mpsc::unbounded_channel();
+    let mut hup_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = recv_hangup(&mut hup) => {}
+                _ = hup_stop.changed() => return,
+            }
+            if kick.send(()).is_err() {
+                return;
+            }
         }
-        last = now;
-        let reload = app.clone();
-        let _ = tokio::task::spawn_blocking(move || reload.reload()).await;
-    }
+    });
+    let (probe, reload) = (app.clone(), app.clone());
+    let watched = crate::files::Watched {
+        files: move || probe.watched_files(),
+        reload: move || {
+            let _ = reload.reload();
+        },
+        loaded: app.loaded_fingerprint.clone(),
+    };
+    crate::files::watch(
+        app.config.reload_interval,
+        watched,
+        || {},
+        Some(kicks),
+        stop,
+    )
+    .await;
 }
 
 #[cfg(unix)]

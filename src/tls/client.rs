@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{pem, TlsError};
 use crate::config::UpstreamTlsConfig;
-use crate::state::{fingerprint, App};
+use crate::state::App;
 
 /// The rustls client configuration for one upstream (blocking reads). ALPN
 /// is left to the HTTP connector.
@@ -48,44 +48,23 @@ pub fn upstream_config(settings: &UpstreamTlsConfig) -> Result<ClientConfig, Tls
 /// Polls every upstream's TLS files every `interval`; on a change rebuilds
 /// that upstream's client (a failure keeps the old one). Counted in
 /// `purposegate_tls_reloads_total{result}`. Ends on `stop`.
-pub async fn watch_upstreams(app: Arc<App>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let (watched, mut last): (Vec<_>, Vec<_>) = app
+pub async fn watch_upstreams(app: Arc<App>, interval: Duration, stop: watch::Receiver<bool>) {
+    let loops: Vec<_> = app
         .upstreams
         .iter()
         .filter(|(_, u)| !u.tls_files().is_empty())
-        .map(|(name, u)| ((name.to_string(), u.tls_files()), u.loaded_fingerprint()))
-        .unzip();
-    if watched.is_empty() {
-        return;
-    }
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {},
-            _ = stop.changed() => return,
-        }
-        let probe = watched.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || prints(&probe)).await else {
-            continue;
-        };
-        for (i, (name, _)) in watched.iter().enumerate() {
-            if now[i] != last[i] {
-                let (app, name) = (app.clone(), name.clone());
-                let _ = tokio::task::spawn_blocking(move || reload_upstream(&app, &name)).await;
-            }
-        }
-        last = now;
-    }
-}
-
-type Print = Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>;
-
-fn prints(watched: &[(String, Vec<std::path::PathBuf>)]) -> Vec<Print> {
-    watched
-        .iter()
-        .map(|(_, files)| fingerprint(files))
-        .collect()
+        .map(|(name, u)| {
+            let (files, loaded) = (u.tls_files(), u.loaded_fingerprint());
+            let (app, name) = (app.clone(), name.to_string());
+            let watched = crate::files::Watched {
+                files: move || files.clone(),
+                reload: move || reload_upstream(&app, &name),
+                loaded,
+            };
+            crate::files::watch(interval, watched, || {}, None, stop.clone())
+        })
+        .collect();
+    futures_util::future::join_all(loops).await;
 }
 
 fn reload_upstream(app: &App, name: &str) {

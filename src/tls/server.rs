@@ -22,8 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{pem, x509, PeerSubject, TlsError};
 use crate::config::{ClientAuth, TlsConfig};
+use crate::files::fingerprint;
 use crate::metrics::Metrics;
-use crate::state::fingerprint;
 
 /// How long a client may take to complete the handshake before the
 /// connection is dropped (bounds what a silent client can hold).
@@ -159,28 +159,24 @@ fn files(settings: &TlsConfig) -> Vec<PathBuf> {
 
 /// Polls the certificate files every `interval` and reloads when their size
 /// or mtime changes; also keeps the expiry gauge current. Ends on `stop`.
-pub async fn watch(tls: Arc<ServerTls>, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn watch(tls: Arc<ServerTls>, interval: Duration, stop: watch::Receiver<bool>) {
     let files = tls.files();
-    let mut last = tls.loaded.clone();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {},
-            _ = stop.changed() => return,
-        }
-        tls.update_expiry();
-        let probe = files.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&probe)).await else {
-            continue;
-        };
-        if now == last {
-            continue;
-        }
-        last = now;
-        let reload = tls.clone();
-        let _ = tokio::task::spawn_blocking(move || reload.reload()).await;
-    }
+    let (reload, expiry) = (tls.clone(), tls.clone());
+    let watched = crate::files::Watched {
+        files: move || files.clone(),
+        reload: move || {
+            let _ = reload.reload();
+        },
+        loaded: tls.loaded.clone(),
+    };
+    crate::files::watch(
+        interval,
+        watched,
+        move || expiry.update_expiry(),
+        None,
+        stop,
+    )
+    .await;
 }
 
 /// Completes the server handshake (bounded by `HANDSHAKE_TIMEOUT`) and

@@ -98,7 +98,7 @@ impl Upstreams {
 
 impl Upstream {
     fn new(cfg: &UpstreamConfig) -> Result<Option<Self>, ConfigError> {
-        let loaded = crate::state::fingerprint(&tls_files(cfg));
+        let loaded = crate::files::fingerprint(&tls_files(cfg));
         let Some(authority) = cfg.url.authority() else {
             return Ok(None);
         };
@@ -132,7 +132,7 @@ impl Upstream {
     }
 
     /// The fingerprint of `tls_files` as they were when first loaded.
-    pub fn loaded_fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    pub fn loaded_fingerprint(&self) -> crate::files::Fingerprint {
         self.loaded.clone()
     }
 

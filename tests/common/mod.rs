@@ -280,6 +280,10 @@ pub struct Opts {
     pub extra_yaml: String,
     /// A `consent:` section (PostgreSQL backend) written instead of `consent_file`.
     pub consent_section: Option<String>,
+    /// The audit log's path (default `audit/audit.jsonl` in the test dir).
+    pub audit_path: Option<String>,
+    /// More keys of the `audit:` section, each line indented by two spaces.
+    pub audit_extra: String,
 }
 
 impl Default for Opts {
@@ -290,6 +294,8 @@ impl Default for Opts {
             response_timeout_ms: 2000,
             extra_yaml: String::new(),
             consent_section: None,
+            audit_path: None,
+            audit_extra: String::new(),
         }
     }
 }
@@ -332,13 +338,15 @@ policy_dir: "policies"
 upstreams:
   content: {{url: "http://{upstream}", response_timeout_ms: {timeout}, connect_timeout_ms: 500}}
 audit:
-  path: "audit/audit.jsonl"
+  path: "{audit_path}"
   fsync: "{fsync}"
-reload_interval_ms: 100
+{audit_extra}reload_interval_ms: 100
 shutdown_grace_seconds: 5
 {extra}"#,
         timeout = opts.response_timeout_ms,
         fsync = opts.fsync,
+        audit_path = opts.audit_path.as_deref().unwrap_or("audit/audit.jsonl"),
+        audit_extra = opts.audit_extra,
         extra = opts.extra_yaml,
         consent = opts
             .consent_section

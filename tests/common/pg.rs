@@ -113,18 +113,25 @@ enum Mode {
     Stall,
 }
 
-/// A cuttable TCP forwarder to the PostgreSQL server.
+/// A cuttable TCP forwarder to the PostgreSQL server (or, with `start_to`,
+/// to any loopback server, e.g. the local Redis).
 pub struct Forwarder {
     pub addr: SocketAddr,
     mode: watch::Sender<Mode>,
+    /// Bumped by `freeze_existing`; connections older than it are frozen.
+    freeze: watch::Sender<u64>,
 }
 
 impl Forwarder {
     pub async fn start() -> Forwarder {
+        Self::start_to(server_addr()).await
+    }
+
+    pub async fn start_to(target: SocketAddr) -> Forwarder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (mode, rx) = watch::channel(Mode::Up);
-        let target = server_addr();
+        let (freeze, frozen) = watch::channel(0u64);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let mut rx = rx.clone();
@@ -138,12 +145,20 @@ impl Forwarder {
                         });
                     }
                     Mode::Up => {
-                        tokio::spawn(forward(client, target, rx));
+                        let frozen = frozen.clone();
+                        tokio::spawn(forward(client, target, rx, frozen));
                     }
                 }
             }
         });
-        Forwarder { addr, mode }
+        Forwarder { addr, mode, freeze }
+    }
+
+    /// Freezes the connections open now: they stay open and forward nothing
+    /// until the forwarder is dropped (a peer that vanished without a reset),
+    /// while new connections are forwarded as usual.
+    pub fn freeze_existing(&self) {
+        self.freeze.send_modify(|epoch| *epoch += 1);
     }
 
     /// Severs every connection and refuses new ones.
@@ -163,13 +178,25 @@ impl Forwarder {
     }
 }
 
-async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>) {
+async fn forward(
+    mut client: TcpStream,
+    target: SocketAddr,
+    mut rx: watch::Receiver<Mode>,
+    mut frozen: watch::Receiver<u64>,
+) {
+    let epoch = *frozen.borrow_and_update();
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
-    tokio::select! {
+    let freeze = tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        _ = rx.wait_for(|m| *m != Mode::Up) => {}
+        _ = rx.wait_for(|m| *m != Mode::Up) => false,
+        _ = frozen.wait_for(|e| *e > epoch) => true,
+    };
+    if freeze {
+        // Held silently until the forwarder (the mode's sender) is dropped.
+        let _ = rx.wait_for(|_| false).await;
+        return;
     }
     if *rx.borrow() == Mode::Stall {
         let _ = rx.wait_for(|m| *m != Mode::Stall).await;

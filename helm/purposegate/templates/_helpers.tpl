@@ -138,6 +138,35 @@ justifications:
   {{- end }}
 {{- end }}
 {{- end }}
+{{- include "purposegate.budgetsYaml" . }}
+{{- end }}
+
+{{/* The budgets: section of config.yaml (docs/budgets.md), when enabled. */}}
+{{- define "purposegate.budgetsYaml" -}}
+{{- $b := .Values.budgets | default dict }}
+{{- if $b.enabled }}
+budgets:
+  redis_url: {{ required "budgets.redisUrl is required when budgets.enabled" $b.redisUrl | quote }}
+  {{- if and $b.secretName $b.passwordKey }}
+  password_file: /var/run/secrets/purposegate/budgets/{{ $b.passwordKey }}
+  {{- end }}
+  {{- if and $b.secretName $b.hashKeyKey }}
+  hash_key_file: /var/run/secrets/purposegate/budgets/{{ $b.hashKeyKey }}
+  {{- end }}
+  key_prefix: {{ $b.keyPrefix | default "purposegate:budget:" | quote }}
+  timeout_ms: {{ int ($b.timeoutMs | default 50) }}
+  connect_timeout_ms: {{ int ($b.connectTimeoutMs | default 1000) }}
+  limits:
+  {{- range $b.limits }}
+    - purpose: {{ .purpose | quote }}
+      {{- if hasKey . "distinctOwners" }}
+      distinct_owners: {{ int .distinctOwners }}
+      {{- end }}
+      {{- if hasKey . "requests" }}
+      requests: {{ int .requests }}
+      {{- end }}
+      window_seconds: {{ int .windowSeconds }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
@@ -211,6 +240,12 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
       readOnly: true
     {{- end }}
     {{- end }}
+    {{- $b := .Values.budgets | default dict }}
+    {{- if and $b.enabled $b.secretName }}
+    - name: purposegate-budgets
+      mountPath: /var/run/secrets/purposegate/budgets
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar's container ports (proxy and admin). */}}
@@ -269,5 +304,11 @@ checksum/purposegate-config: {{ include "purposegate.configYaml" . | cat .Values
       - key: ca.crt
         path: ca.crt
 {{- end }}
+{{- end }}
+{{- $b := .Values.budgets | default dict }}
+{{- if and $b.enabled $b.secretName }}
+- name: purposegate-budgets
+  secret:
+    secretName: {{ $b.secretName }}
 {{- end }}
 {{- end }}
