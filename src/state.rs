@@ -1,6 +1,6 @@
 //! Live state shared by every request: the policy (swapped atomically on
-//! reload), the token verifier and its keys, the consent registry, the audit
-//! sink, upstream pools and metrics. Also the reload logic: a reload builds
+//! reload), the token verifier and its keys, the consent registry, the live
+//! justification check, the audit sink, upstream pools and metrics. Also the reload logic: a reload builds
 //! the complete new state and swaps only when all of it is valid.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::consent::file::{ConsentData, FileConsent};
 use crate::consent::ConsentStore;
 use crate::files::{fingerprint, Fingerprint};
+use crate::justification::Justifications;
 use crate::metrics::Metrics;
 use crate::policy::{load, Policy};
 use crate::upstream::Upstreams;
@@ -27,6 +28,11 @@ pub struct App {
     pub verifier: Verifier,
     pub file_consent: Arc<FileConsent>,
     pub consent: Arc<dyn ConsentStore>,
+    /// The live justification check (rules 17a–e), when `justifications:`
+    /// is configured. Not part of readiness: while the case service is
+    /// down, the reads that need it fail closed one by one (503
+    /// `justification_unavailable`) and every other read is served.
+    pub justifications: Option<Justifications>,
     pub audit: AuditSink,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
@@ -77,6 +83,7 @@ impl App {
         let (policy, consent) = load_policy_and_consent(&config)?;
         let verifier = Verifier::new(&config.jwt, &config.claims)?;
         let (metrics, mut registry) = Metrics::new();
+        let justifications = build_justifications(&config, &policy, &metrics)?;
         verifier.register_metrics(&mut registry);
         let counters = AuditCounters {
             records: metrics.audit_records.clone(),
@@ -97,6 +104,7 @@ impl App {
             policy: ArcSwap::from_pointee(policy),
             verifier,
             consent,
+            justifications,
             file_consent,
             audit,
             metrics,
@@ -125,6 +133,12 @@ impl App {
 
     fn reload_parts(&self) -> Result<(), ConfigError> {
         let (policy, consent) = load_policy_and_consent(&self.config)?;
+        if let Some(j) = &self.justifications {
+            // A new policy must not leave a justified purpose unchecked, and
+            // the case service's credential is re-read with the other files.
+            j.config().check_policy(&policy)?;
+            j.reload()?;
+        }
         self.verifier.reload()?;
         self.policy.store(Arc::new(policy));
         self.file_consent.replace(consent);
@@ -186,11 +200,26 @@ impl Connections {
     }
 }
 
+/// The live justification check as `serve` (and `policy check`) build it:
+/// the section checked against the policy, its files read.
+pub fn build_justifications(
+    config: &Config,
+    policy: &Policy,
+    metrics: &Metrics,
+) -> Result<Option<Justifications>, ConfigError> {
+    let Some(cfg) = &config.justifications else {
+        return Ok(None);
+    };
+    cfg.check_policy(policy)?;
+    Justifications::new(cfg, metrics.justification.clone()).map(Some)
+}
+
 /// The files of a config whose change triggers a reload.
 fn watched_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config.consent_file.clone()];
     files.extend(config.jwt.jwks_file.clone());
     files.extend(config.jwt.hs256_secret_file.clone());
+    files.extend(config.justifications.iter().flat_map(|j| j.watched_files()));
     if let Ok(entries) = std::fs::read_dir(&config.policy_dir) {
         files.extend(
             entries

@@ -16,9 +16,10 @@ use purposegate::justification::metrics::LookupResult;
 use purposegate::justification::rules::{self, check_quiet};
 use purposegate::justification::sample::{demo_records, CaseService, Fault};
 use purposegate::justification::{
-    Answer, Denial, Facts, Justification, JustificationMetrics, Justifications, Kind, Looked,
-    LookupError, ManualClock, Source, Status, Unavailable,
+    Answer, Facts, Justification, JustificationMetrics, Justifications, Kind, Looked, LookupError,
+    ManualClock, Source, Status, Unavailable,
 };
+use purposegate::policy::{Check, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -103,7 +104,7 @@ type Case = (
     &'static str,
     &'static str,
     bool,
-    Option<Denial>,
+    Option<Reason>,
 );
 #[tokio::test]
 async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
@@ -130,7 +131,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             ts,
             "u1",
             false,
-            Some(Denial::NotFound),
+            Some(Reason::JustificationNotFound),
         ),
         // kinds do not share ids: a ticket id is no case
         (
@@ -139,7 +140,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             ts,
             "u1",
             false,
-            Some(Denial::NotFound),
+            Some(Reason::JustificationNotFound),
         ),
         // 17b
         (
@@ -148,7 +149,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             sup,
             "u1",
             true,
-            Some(Denial::Closed),
+            Some(Reason::JustificationClosed),
         ),
         // 17c
         (
@@ -157,7 +158,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             ts,
             "u1",
             false,
-            Some(Denial::NotAssigned),
+            Some(Reason::JustificationNotAssigned),
         ),
         (
             Kind::Ticket,
@@ -165,7 +166,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             ts,
             "u1",
             true,
-            Some(Denial::NotAssigned),
+            Some(Reason::JustificationNotAssigned),
         ),
         // 17d
         (
@@ -174,7 +175,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             ts,
             "u2",
             false,
-            Some(Denial::SubjectMismatch),
+            Some(Reason::JustificationSubjectMismatch),
         ),
         // 17e: u1 is a subject of TICKET-80 but u2 opened it
         (
@@ -183,7 +184,7 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
             sup,
             "u1",
             true,
-            Some(Denial::NotRequestedByUser),
+            Some(Reason::SupportNotRequestedByUser),
         ),
         (Kind::Ticket, "TICKET-80", sup, "u2", true, None),
         // 17e applies to support only
@@ -192,14 +193,9 @@ async fn rules_17a_to_17e_allow_and_deny_on_real_answers() {
     for (kind, id, sub, owner, support, want) in cases {
         let looked = s.j.lookup(kind, id).await;
         let got = check_quiet(&looked, &facts(id, sub, owner, support));
-        assert_eq!(
-            got.as_ref().err().map(|d| d.denial),
-            want,
-            "{kind} {id} sub {sub} owner {owner}: {got:?}"
-        );
-        if let Err(d) = got {
-            assert_eq!(d.denial.status(), 403);
-            assert!(!d.detail.is_empty());
+        assert_eq!(got.err(), want, "{kind} {id} sub {sub} owner {owner}");
+        if let Err(r) = got {
+            assert_eq!(r.status(), 403);
         }
     }
     // Each distinct (kind, id) was asked once; repeats came from the cache.
@@ -303,7 +299,10 @@ async fn a_ticket_closed_after_the_ttl_is_denied() {
     s.clock.advance(Duration::from_secs(1));
     let looked = s.j.lookup(Kind::Ticket, "TICKET-77").await;
     assert_eq!(looked.source, Some(Source::Fresh));
-    assert_eq!(check_quiet(&looked, &f).unwrap_err().denial, Denial::Closed);
+    assert_eq!(
+        check_quiet(&looked, &f).unwrap_err(),
+        Reason::JustificationClosed
+    );
     assert_eq!(svc.asked_count(), 2);
     assert_eq!(
         serde_json::to_value(looked.audit_facts()).unwrap(),
@@ -346,10 +345,15 @@ async fn a_stale_answer_is_used_within_max_staleness_and_unavailable_after() {
     s.clock.advance(Duration::from_secs(1));
     let looked = s.j.lookup(Kind::Case, "CASE-1042").await;
     assert_eq!(looked.source, None);
-    let d = check_quiet(&looked, &f).unwrap_err();
-    assert_eq!((d.denial, d.denial.status()), (Denial::Unavailable, 503));
-    assert_eq!(d.denial.code(), "justification_unavailable");
-    assert!(d.detail.contains("503"), "{}", d.detail);
+    let mut trace: Vec<Check> = Vec::new();
+    let d = rules::check(&looked, &f, &mut trace).unwrap_err();
+    assert_eq!(
+        (d, d.status().as_u16()),
+        (Reason::JustificationUnavailable, 503)
+    );
+    assert_eq!(d.code(), "justification_unavailable");
+    let detail = &trace.last().unwrap().detail;
+    assert!(detail.contains("503"), "{detail}");
     assert_eq!(svc.asked_count(), 3);
     assert_eq!(s.metrics.count(LookupResult::Error), 1);
 
@@ -376,7 +380,7 @@ async fn a_hanging_service_fails_fast_after_the_first_timeout() {
     assert_eq!(second.answer, Answer::Unavailable(Unavailable::FailingFast));
     assert_eq!(svc.asked_count(), asked);
     let d = check_quiet(&second, &facts("MATTER-9", "e", "u3", false)).unwrap_err();
-    assert_eq!(d.denial, Denial::Unavailable);
+    assert_eq!(d, Reason::JustificationUnavailable);
     // After the window the service is tried again.
     svc.set_fault(None);
     s.clock.advance(Duration::from_millis(1000));
@@ -521,38 +525,34 @@ async fn bad_answers_are_refused() {
         );
         assert!(ok, "{body}: {looked:?}");
         let d = check_quiet(&looked, &facts(&id, "employee-support", "u1", true)).unwrap_err();
-        assert_eq!(d.denial, Denial::Unavailable);
+        assert_eq!(d, Reason::JustificationUnavailable);
     }
 }
 
 #[tokio::test]
-async fn the_trace_lists_the_lookup_and_each_rule() {
+async fn the_trace_lists_each_rule_of_the_table() {
     let svc = demo_service().await;
     let s = setup(&svc, "");
     let looked = s.j.lookup(Kind::Ticket, "TICKET-80").await;
-    let mut trace = Vec::new();
+    let mut trace: Vec<Check> = Vec::new();
     let r = rules::check(
         &looked,
         &facts("TICKET-80", "employee-support", "u1", true),
-        &mut |rule, ok, detail| {
-            trace.push(format!(
-                "{} {} {ok}: {}",
-                rule.label(),
-                rule.name(),
-                detail()
-            ))
-        },
+        &mut trace,
     );
-    assert_eq!(r.unwrap_err().denial, Denial::NotRequestedByUser);
+    assert_eq!(r.unwrap_err(), Reason::SupportNotRequestedByUser);
+    let lines: Vec<String> = trace
+        .iter()
+        .map(|c| format!("{} {} {}: {}", c.rule, c.name, c.passed, c.detail))
+        .collect();
     assert_eq!(
-        trace,
+        lines,
         [
-            "17 justification_lookup true: ticket TICKET-80: answer fresh",
-            "17a justification_exists true: ticket TICKET-80 exists",
-            "17b justification_open true: ticket TICKET-80 is open",
-            "17c justification_assigned true: sub employee-support in assignees [employee-support]",
-            "17d justification_subject true: owner u1 in subjects [u1, u2]",
-            "17e support_requested_by false: owner u1 did not reach out (requested_by u2)",
+            "17a justification_not_found true: ticket TICKET-80 exists (answer fresh)",
+            "17b justification_closed true: ticket TICKET-80 is open",
+            "17c justification_not_assigned true: sub employee-support in assignees [employee-support]",
+            "17d justification_subject_mismatch true: owner u1 in subjects [u1, u2]",
+            "17e support_not_requested_by_user false: owner u1 did not reach out (requested_by u2)",
         ]
     );
 }

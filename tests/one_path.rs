@@ -4,7 +4,10 @@
 //! serves the case's response metadata — and all three must agree on the
 //! decision and the reason. Cases that state their own consent registry or
 //! an unavailable one exercise only the runner (the proxy's registry is the
-//! suite's file), and are counted apart.
+//! suite's file), and are counted apart. Cases that state the case
+//! service's answer (`justification:`) go to a second proxy that checks
+//! justifications against a case service answering exactly that (asked
+//! afresh for every request); a stated outage is runner-only too.
 
 mod common;
 
@@ -16,8 +19,10 @@ use http::Method;
 use jsonwebtoken::Algorithm;
 use purposegate::auth::mint::{generate_dev_key, mint, DevKey, MintRequest};
 use purposegate::consent::file::ConsentData;
+use purposegate::justification::sample::CaseService;
+use purposegate::justification::{Answer, Kind};
 use purposegate::policy::testcases::{self, Case, TokenSpec, Unavailable};
-use purposegate::policy::Outcome;
+use purposegate::policy::{Outcome, Policy};
 
 fn token(key: &DevKey, case: &Case, iat: i64) -> Option<String> {
     let TokenSpec::Claims(c) = &case.token else {
@@ -105,6 +110,29 @@ fn explain(config: &Path, dir: &Path, case: &Case, token: Option<&str>) -> Strin
         })
 }
 
+/// Makes `svc` answer what `case` states about its token's justification
+/// (when the token names one its purpose is checked for).
+fn serve_stated(svc: &CaseService, policy: &Policy, case: &Case) {
+    let (TokenSpec::Claims(c), Some(answer)) = (&case.token, &case.justification) else {
+        return;
+    };
+    let Some(claim) = c
+        .purpose
+        .as_deref()
+        .and_then(|p| policy.purpose(p))
+        .and_then(|p| p.justification_claim.as_deref())
+    else {
+        return;
+    };
+    let (Some(kind), Some(id)) = (Kind::from_claim(claim), c.strings.get(claim)) else {
+        return;
+    };
+    match answer {
+        Answer::Found(j) => svc.insert(kind, id, (**j).clone()),
+        _ => svc.remove(kind, id),
+    }
+}
+
 fn word(o: Outcome) -> String {
     match o {
         Outcome::Allow => "allow".into(),
@@ -128,20 +156,44 @@ async fn policy_test_explain_and_serve_decide_every_shipped_case_alike() {
     std::fs::copy(root.join("consent.yaml"), dir.path().join("consent.yaml")).unwrap();
     let config = purposegate::config::Config::load(&config_path).unwrap();
     let running = purposegate::server::start(config).await.unwrap();
+    // The second proxy, for cases that state the case service's answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc = CaseService::start(listener, [], None).unwrap();
+    let jdir = tempfile::tempdir().unwrap();
+    let opts = common::Opts {
+        extra_yaml: format!(
+            "justifications:\n  url: \"{}\"\n  cache_ttl_seconds: 0\n  max_staleness_seconds: 0\n  fail_fast_ms: 0\n",
+            svc.url()
+        ),
+        ..common::Opts::default()
+    };
+    let jconfig_path = common::write_config(jdir.path(), &key, up.addr, &opts);
+    std::fs::copy(root.join("consent.yaml"), jdir.path().join("consent.yaml")).unwrap();
+    let jconfig = purposegate::config::Config::load(&jconfig_path).unwrap();
+    let jrunning = purposegate::server::start(jconfig).await.unwrap();
 
     let now = purposegate::time::now_millis() / 1000;
-    let (mut compared, mut runner_only) = (0, 0);
+    let (mut compared, mut runner_only, mut justified) = (0, 0, 0);
     let mut differences = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let (expected, _) = testcases::evaluate(&policy, &consent, case);
         let runner = word(expected);
-        if case.consent.is_some() || case.unavailable != Unavailable::None {
+        let stated_outage = matches!(case.justification, Some(Answer::Unavailable(_)));
+        if case.consent.is_some() || case.unavailable != Unavailable::None || stated_outage {
             runner_only += 1;
             continue;
         }
         compared += 1;
+        let (config_path, addr) = match case.justification {
+            Some(_) => {
+                justified += 1;
+                serve_stated(&svc, &policy, case);
+                (&jconfig_path, jrunning.addr)
+            }
+            None => (&config_path, running.addr),
+        };
         let explained = explain(
-            &config_path,
+            config_path,
             dir.path(),
             case,
             token(&key, case, case.now / 1000).as_deref(),
@@ -159,7 +211,7 @@ async fn policy_test_explain_and_serve_decide_every_shipped_case_alike() {
             headers.push(("X-HTTP-Method-Override", "DELETE"));
         }
         let method = Method::from_bytes(case.method.as_str().as_bytes()).unwrap();
-        let resp = common::send(running.addr, method, &path, tok.as_deref(), &headers).await;
+        let resp = common::send(addr, method, &path, tok.as_deref(), &headers).await;
         let served = if (200..300).contains(&resp.status)
             || (resp.reason().is_none() && resp.status >= 300)
         {
@@ -176,7 +228,13 @@ async fn policy_test_explain_and_serve_decide_every_shipped_case_alike() {
         }
     }
     running.shutdown().await;
+    jrunning.shutdown().await;
     assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert!(
+        justified >= 8,
+        "only {justified} justification cases compared"
+    );
+    assert!(svc.asked_count() >= 2 * 8, "explain and serve both asked");
     assert!(
         compared >= 40,
         "only {compared} cases compared ({runner_only} runner-only)"

@@ -36,6 +36,15 @@ pub struct AuditEvent {
     pub roles: Vec<String>,
     pub purpose: Option<String>,
     pub justification: Option<String>,
+    /// What the live justification check saw (rules 17a–e): `open`,
+    /// `closed`, `not_found` or `unavailable`; absent when the purpose is
+    /// not checked (or the request was refused before rule 17).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification_state: Option<&'static str>,
+    /// Where that answer came from: `fresh`, `cached` or `stale`; absent
+    /// when there was none (`unavailable`) or no check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification_source: Option<&'static str>,
     pub method: String,
     pub path: String,
     pub owner: Option<String>,

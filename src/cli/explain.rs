@@ -121,6 +121,10 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
         crate::state::load_policy_and_consent(&config).map_err(|e| e.to_string())?;
     let verifier = Verifier::new(&config.jwt, &config.claims).map_err(|e| e.to_string())?;
     let consent = consent_store(&config, consent)?;
+    // The live check as serve builds it (same section, same client); a
+    // lookup is a read, and this process's cache and metrics are its own.
+    let justifications = crate::state::build_justifications(&config, &policy, &Metrics::new().0)
+        .map_err(|e| e.to_string())?;
     let now = match &args.now {
         Some(t) => parse_rfc3339(t).ok_or_else(|| format!("--now `{t}` is not RFC 3339"))?,
         None => now_millis(),
@@ -139,16 +143,16 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
     })
     .await;
     let facts = RequestFacts::new(&policy, &method, path, has_method_override(&headers));
-    let source = Registry(consent.as_ref());
+    let source = Registry::new(consent.as_ref(), justifications.as_ref());
     let mut trace: Vec<Check> = Vec::new();
-    let mut held = Held::default();
+    let held = Held::default();
     let admitted = engine::admit(
         &policy,
         &facts,
         authenticated.state(),
         &source,
         now,
-        &mut held,
+        &held,
         &mut trace,
     )
     .await;

@@ -374,21 +374,64 @@ fn policy_check(config: &Path) -> ExitCode {
             checked.consent.orgs.len()
         )
     };
+    // As serve builds it (checked against the policy, files read; the case
+    // service is not contacted).
+    let metrics = crate::metrics::Metrics::new().0;
+    let justified = match crate::state::build_justifications(&config, policy, &metrics) {
+        Ok(j) => j.map(|j| justified_purposes(policy, &j)),
+        Err(e) => return fail(e),
+    };
     println!(
-        "ok: {} purposes, {} roles, {} routes, {consent} (policy {})",
+        "ok: {} purposes, {} roles, {} routes, {consent}{} (policy {})",
         policy.purposes.len(),
         policy.roles.len(),
         policy.routes.routes().len(),
+        justification_note(justified.as_deref()),
         &policy.digest[..policy.digest.len().min(12)]
     );
     ExitCode::SUCCESS
+}
+
+/// The purposes the live justification check applies to, sorted.
+fn justified_purposes(
+    policy: &crate::policy::Policy,
+    j: &crate::justification::Justifications,
+) -> Vec<String> {
+    let mut names: Vec<String> = policy
+        .purposes
+        .values()
+        .filter(|p| {
+            j.kind_for(&p.name, p.justification_claim.as_deref())
+                .is_some()
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `, justifications checked for a, b (case service not contacted)`, or nothing.
+fn justification_note(checked: Option<&[String]>) -> String {
+    match checked {
+        Some(names) => format!(
+            ", justifications checked for {} (case service not contacted)",
+            names.join(", ")
+        ),
+        None => String::new(),
+    }
 }
 
 fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
     use crate::consent::file::ConsentData;
     use crate::policy::{load, testcases};
     let loaded = match config {
-        Some(c) => Config::load(c).and_then(|c| crate::state::load_policy_and_consent(&c)),
+        Some(c) => Config::load(c).and_then(|c| {
+            let (policy, consent) = crate::state::load_policy_and_consent(&c)?;
+            if let Some(j) = &c.justifications {
+                j.check_policy(&policy)?;
+            }
+            Ok((policy, consent, c.justifications))
+        }),
         None => {
             let policy_dir = default_policy_dir(dir);
             let consent_file = policy_dir.join("consent.yaml");
@@ -401,11 +444,12 @@ fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
                 Ok((
                     load::load_dir(&policy_dir, &[consent_file.as_path()])?,
                     consent,
+                    None,
                 ))
             })
         }
     };
-    let (policy, consent) = match loaded {
+    let (policy, consent, justifications) = match loaded {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -413,7 +457,13 @@ fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let report = testcases::run(&policy, &consent, &cases);
+    // Never calls out: cases state the case service's answer inline.
+    let suite = testcases::Suite {
+        policy: &policy,
+        consent: &consent,
+        justifications: justifications.as_ref(),
+    };
+    let report = testcases::run_suite(suite, &cases);
     println!("{}", report.render().trim_end());
     if report.failed == 0 && report.passed > 0 {
         ExitCode::SUCCESS

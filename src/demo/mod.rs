@@ -1,8 +1,10 @@
 //! `purposegate demo`: everything on loopback with no setup. Writes a dev key,
 //! the default policy, a consent registry and a config into a directory,
-//! starts the sample content store and the proxy, then walks through an
-//! allowed read per purpose and several denials, printing a ready-to-paste
-//! `curl` line for each next to the answer it got.
+//! starts the sample content store, the sample case service (tickets opened
+//! by the demo users, cases assigned to the demo employees:
+//! `justification::sample`) and the proxy, then walks through an allowed
+//! read per purpose and several denials, printing a ready-to-paste `curl`
+//! line for each next to the answer it got.
 
 pub mod store;
 
@@ -20,6 +22,9 @@ use jsonwebtoken::Algorithm;
 use crate::auth::mint::{generate_dev_key, jwks_json, mint, DevKey, MintRequest, SigningKey};
 use crate::cli::DemoArgs;
 use crate::config::Config;
+use crate::justification::sample::{
+    CaseService, CLOSED_TICKET, OTHER_USERS_TICKET, UNASSIGNED_CASE,
+};
 
 /// The shipped default policy, embedded so the demo needs no checkout.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/policy.yaml");
@@ -160,6 +165,42 @@ fn steps() -> Vec<Step> {
             "403 missing_justification",
         ),
         step(
+            "support on a ticket that is closed",
+            &get,
+            "/v1/users/u1/conversations/c1",
+            token(
+                "support",
+                "support",
+                Some(("ticket_id", CLOSED_TICKET)),
+                &["u1"],
+            ),
+            "403 justification_closed",
+        ),
+        step(
+            "support reading u1 under a ticket u2 opened (u1 did not reach out)",
+            &get,
+            "/v1/users/u1/conversations/c1",
+            token(
+                "support",
+                "support",
+                Some(("ticket_id", OTHER_USERS_TICKET)),
+                &["u1", "u2"],
+            ),
+            "403 support_not_requested_by_user",
+        ),
+        step(
+            "abuse under a case assigned to another investigator",
+            &get,
+            "/v1/users/u1/conversations/c1",
+            token(
+                "trust-safety",
+                "abuse",
+                Some(("case_id", UNASSIGNED_CASE)),
+                &["u1"],
+            ),
+            "403 justification_not_assigned",
+        ),
+        step(
             "support on an account whose deletion was requested",
             &get,
             "/v1/users/u3/conversations/c1",
@@ -223,12 +264,14 @@ pub fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
-/// Prepares the demo directory and returns (config path, dev key).
+/// Prepares the demo directory and returns (config path, dev key). The
+/// config checks justifications against the case service at `cases_url`.
 pub fn prepare(
     dir: &Path,
     listen: SocketAddr,
     admin: SocketAddr,
     store: SocketAddr,
+    cases_url: &str,
 ) -> Result<(PathBuf, DevKey), String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     let policies = dir.join("policies");
@@ -240,7 +283,7 @@ pub fn prepare(
     write(policies.join("policy.yaml"), DEFAULT_POLICY)?;
     write(dir.join("consent.yaml"), DEMO_CONSENT)?;
     let config = format!(
-        "listen: \"{listen}\"\nadmin_listen: \"{admin}\"\njwt:\n  issuer: \"{ISSUER}\"\n  audiences: [\"purposegate\"]\n  algorithms: [\"ES256\"]\n  jwks_file: \"jwks.json\"\n  leeway_seconds: 30\n  max_lifetime_seconds: 3600\npolicy_dir: \"policies\"\nconsent_file: \"consent.yaml\"\nupstreams:\n  content: {{url: \"http://{store}\"}}\naudit:\n  path: \"audit/audit.jsonl\"\n  fsync: \"batch\"\n"
+        "listen: \"{listen}\"\nadmin_listen: \"{admin}\"\njwt:\n  issuer: \"{ISSUER}\"\n  audiences: [\"purposegate\"]\n  algorithms: [\"ES256\"]\n  jwks_file: \"jwks.json\"\n  leeway_seconds: 30\n  max_lifetime_seconds: 3600\npolicy_dir: \"policies\"\nconsent_file: \"consent.yaml\"\nupstreams:\n  content: {{url: \"http://{store}\"}}\naudit:\n  path: \"audit/audit.jsonl\"\n  fsync: \"batch\"\njustifications:\n  url: \"{cases_url}\"\n"
     );
     let path = dir.join("config.yaml");
     write(path.clone(), &config)?;
@@ -266,20 +309,24 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("purposegate-demo-{}", std::process::id())),
     };
-    let store = store::start("127.0.0.1:0".parse().map_err(|_| "bad address")?)
+    let loopback: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "bad address")?;
+    let store = store::start(loopback).await.map_err(|e| e.to_string())?;
+    // Serves until dropped at the end of the demo.
+    let cases = CaseService::demo(loopback)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("sample case service: {e}"))?;
     let (config_path, key) = prepare(
         &dir,
         free_or_ephemeral(&args.listen)?,
         free_or_ephemeral(&args.admin_listen)?,
         store,
+        &cases.url(),
     )?;
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
     let running = crate::server::start(config)
         .await
         .map_err(|e| e.to_string())?;
-    println!("purposegate demo\n  proxy:   http://{}\n  admin:   http://{}/metrics  /healthz  /readyz\n  store:   http://{store} (sample content store; reach it only through the proxy)\n  files:   {}\n", running.addr, running.admin_addr, dir.display());
+    println!("purposegate demo\n  proxy:   http://{}\n  admin:   http://{}/metrics  /healthz  /readyz\n  store:   http://{store} (sample content store; reach it only through the proxy)\n  cases:   http://{} (sample case service: tickets, cases and matters the proxy checks justifications against)\n  files:   {}\n", running.addr, running.admin_addr, cases.addr(), dir.display());
     let mut denials = 0;
     for (i, step) in steps().iter().enumerate() {
         let token = step.token.as_ref().map(|t| mint_for(&key, t)).transpose()?;

@@ -183,6 +183,12 @@ fn checked_purposes(file: &Path, list: &Spanned<Vec<String>>) -> Result<Vec<Stri
 }
 
 impl JustificationsConfig {
+    /// The files whose change should trigger a reload: the bearer
+    /// credential (`ca_file` is read at start only).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.bearer_token_file.iter().cloned().collect()
+    }
+
     /// Whether rules 17a–e apply to `purpose` (whose policy rule names
     /// `justification_claim`), and for which kind. Purposes without a claim
     /// whose kind is known are never checked; `check_policy` refuses a config

@@ -6,7 +6,8 @@
 //! - `config`: the `justifications:` section and which purposes it covers;
 //! - `client`: one bounded HTTPS GET per lookup and the strict answer parser;
 //! - `cache`: per (kind, id) caching, coalescing, stale fallback, fail-fast;
-//! - `rules`: rules 17a–e as pure functions over a looked-up answer;
+//! - `rules`: how rules 17a–e are checked on a looked-up answer (the rules'
+//!   numbers, names and reasons are the policy's rule table);
 //! - `facts`: what the audit record says was verified;
 //! - `metrics`: `purposegate_justification_lookups_total{result}` and the
 //!   lookup-duration histogram;
@@ -14,7 +15,9 @@
 //!
 //! `Justifications` is the handle the proxy holds: `kind_for` says whether a
 //! purpose is checked, `lookup` asks (or answers from the cache), and
-//! `rules::check` decides on the answer.
+//! `rules::check` decides on the answer. The request pipeline reaches it
+//! through `policy::engine` (its `Facts::justification`), which runs the
+//! rules after rule 11 for `serve`, `explain` and `policy test` alike.
 
 pub mod cache;
 pub mod client;
@@ -36,7 +39,7 @@ pub use client::LookupError;
 pub use config::JustificationsConfig;
 pub use facts::{AuditFacts, State};
 pub use metrics::JustificationMetrics;
-pub use rules::{Denial, Denied, Facts, Rule};
+pub use rules::Facts;
 pub use template::percent_encode;
 
 use crate::config::ConfigError;
@@ -118,6 +121,13 @@ pub enum Unavailable {
     FailingFast,
     #[error(transparent)]
     Failed(#[from] LookupError),
+    /// A `policy test` case states the service is unavailable.
+    #[error("the test case states the case service is unavailable")]
+    Stated,
+    /// A `policy test` case reaches rule 17 for a checked purpose without
+    /// stating the service's answer (the case fails with this error).
+    #[error("the test case states no `justification:` answer")]
+    NotStated,
 }
 
 /// The answer a lookup produced.
@@ -256,7 +266,7 @@ impl Justifications {
 
     /// The files whose change should trigger `reload`.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        self.cfg.bearer_token_file.iter().cloned().collect()
+        self.cfg.watched_files()
     }
 
     /// Cached (kind, id) answers (for tests and diagnostics).

@@ -18,6 +18,7 @@ use super::testcases::{Case, MetaSpec, TokenSpec, Unavailable};
 use crate::auth::Claims;
 use crate::config::{line_of, ConfigError};
 use crate::consent::file::{ConsentData, RawConsent};
+use crate::justification::{Answer, Justification, Unavailable as NoAnswer};
 use crate::time::{parse_rfc3339, Millis};
 
 /// The clock of cases that name none: documented in `policies/README.md`.
@@ -48,7 +49,39 @@ struct RawCase {
     consent: Option<RawConsent>,
     #[serde(default)]
     consent_unavailable: Option<Spanned<String>>,
+    #[serde(default)]
+    justification: Option<Spanned<RawStated>>,
     expect: Spanned<RawExpect>,
+}
+
+/// The case service's answer: `not_found`, `unavailable`, or the
+/// justification as the service would describe it (strict: unknown keys
+/// refused).
+enum RawStated {
+    Word(String),
+    Found(Justification),
+}
+
+impl<'de> Deserialize<'de> for RawStated {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StatedVisitor;
+        impl<'de> Visitor<'de> for StatedVisitor {
+            type Value = RawStated;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "`not_found`, `unavailable` or `{status, assignees, subjects, requested_by}`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStated, E> {
+                Ok(RawStated::Word(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawStated, A::Error> {
+                Justification::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawStated::Found)
+            }
+        }
+        d.deserialize_any(StatedVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -245,6 +278,11 @@ fn case(file: &Path, d: &SuiteDefaults, raw: Spanned<RawCase>) -> Result<Case, C
         response: c.response.map(meta),
         consent,
         unavailable: unavailable(file, c.consent_unavailable.as_ref())?,
+        justification: c
+            .justification
+            .as_ref()
+            .map(|j| stated(file, j))
+            .transpose()?,
         expect: expect(file, &c.expect)?,
     })
 }
@@ -348,6 +386,19 @@ fn unavailable(file: &Path, v: Option<&Spanned<String>>) -> Result<Unavailable, 
             file,
             v,
             format!("consent_unavailable: `{other}` is not users, orgs or all"),
+        )),
+    }
+}
+
+fn stated(file: &Path, j: &Spanned<RawStated>) -> Result<Answer, ConfigError> {
+    match &j.value {
+        RawStated::Found(found) => Ok(Answer::Found(Arc::new(found.clone()))),
+        RawStated::Word(w) if w == "not_found" => Ok(Answer::NotFound),
+        RawStated::Word(w) if w == "unavailable" => Ok(Answer::Unavailable(NoAnswer::Stated)),
+        RawStated::Word(w) => Err(ConfigError::at(
+            file,
+            j,
+            format!("justification: `{w}` is not `not_found`, `unavailable` or a mapping {{status, assignees, subjects, requested_by}}"),
         )),
     }
 }

@@ -1,14 +1,15 @@
 //! The one shell around the functional core, shared by `serve`, `explain`
 //! and `policy test`: it decides *when* a fact is looked up (the owner's
-//! consent only once the route matched and the token verified; an org only
+//! consent only once the route matched and the token verified; the
+//! justification only once rules 1-11 admitted the request; an org only
 //! for API content on a 2xx that a purpose with the API rule reads), asks a
 //! `Facts` source for it, and hands everything to the pure rules. The three
-//! commands differ only in their `Facts` (the live registry, the same
-//! registry read-only, a test case's inline answers) and in where the token
-//! and the response head come from.
+//! commands differ only in their `Facts` (the live registry and case
+//! service, the same read-only, a test case's inline answers) and in where
+//! the token and the response head come from.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderMap;
 
@@ -16,25 +17,50 @@ use super::decide::{
     decide_post, decide_pre, AuthState, Lookup, Outcome, Permitted, RequestFacts, ResponseMeta,
     Trace,
 };
-use super::model::Policy;
+use super::model::{Policy, PurposeRule};
 use super::reason::Reason;
+use super::rules;
 use crate::auth::{self, AuthError, Bearer, Claims};
 use crate::consent::{ConsentStore, OrgConsent, UserConsent};
+use crate::justification::{self, Answer, AuditFacts, Justifications, Looked};
 use crate::time::Millis;
 
-/// Where the shell's facts come from. `None` means the source could not
-/// answer: the rule that needed it fails closed.
+/// Where the shell's facts come from. For consent, `None` means the source
+/// could not answer: the rule that needed it fails closed.
 pub trait Facts {
     fn user(&self, owner: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send;
     fn org(&self, org: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send;
+    /// The system of record's answer about the justification `id` that a
+    /// token of `purpose` carries (rules 17a–e). `None`: the check does not
+    /// apply to the purpose (not configured, or not one of
+    /// `justifications.purposes`). A failed lookup is an answer
+    /// (`Answer::Unavailable`), never `None`.
+    fn justification(
+        &self,
+        purpose: &PurposeRule,
+        id: &str,
+    ) -> impl Future<Output = Option<Looked>> + Send;
 }
 
-/// The configured consent registry as a fact source.
-pub struct Registry<'a>(pub &'a dyn ConsentStore);
+/// The configured consent registry and case service as a fact source.
+pub struct Registry<'a> {
+    pub consent: &'a dyn ConsentStore,
+    /// The live justification check, when `justifications:` is configured.
+    pub justifications: Option<&'a Justifications>,
+}
+
+impl<'a> Registry<'a> {
+    pub fn new(consent: &'a dyn ConsentStore, justifications: Option<&'a Justifications>) -> Self {
+        Registry {
+            consent,
+            justifications,
+        }
+    }
+}
 
 impl Facts for Registry<'_> {
     fn user(&self, owner: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send {
-        let lookup = self.0.user(owner);
+        let lookup = self.consent.user(owner);
         async move {
             lookup
                 .await
@@ -44,12 +70,32 @@ impl Facts for Registry<'_> {
     }
 
     fn org(&self, org: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send {
-        let lookup = self.0.org(org);
+        let lookup = self.consent.org(org);
         async move {
             lookup
                 .await
                 .map_err(|e| tracing::warn!(error = %e, "consent lookup failed"))
                 .ok()
+        }
+    }
+
+    fn justification(
+        &self,
+        purpose: &PurposeRule,
+        id: &str,
+    ) -> impl Future<Output = Option<Looked>> + Send {
+        let check = self.justifications.and_then(|j| {
+            let kind = j.kind_for(&purpose.name, purpose.justification_claim.as_deref())?;
+            Some((j, kind))
+        });
+        async move {
+            let (j, kind) = check?;
+            let looked = j.lookup(kind, id).await;
+            if let Answer::Unavailable(why) = &looked.answer {
+                // The id is left out: the log is not the audit trail.
+                tracing::warn!(%kind, error = %why, "justification lookup failed; refusing");
+            }
+            Some(looked)
         }
     }
 }
@@ -137,11 +183,22 @@ fn unsafe_identity(claims: &Claims) -> Option<&'static str> {
     }
 }
 
-/// Facts the shell looked up for a request, held so that the `Permitted`
-/// proof can borrow them.
+/// Facts the shell looked up for a request (one `Held` per request), held
+/// so that the `Permitted` proof can borrow them while the caller still
+/// reads what was verified for the audit record (hence set-once cells
+/// behind a shared reference, not a `&mut`).
 #[derive(Default)]
 pub struct Held {
-    user: Option<Arc<UserConsent>>,
+    user: OnceLock<Option<Arc<UserConsent>>>,
+    justification: OnceLock<Looked>,
+}
+
+impl Held {
+    /// What rule 17 saw, for the audit record: `None` when the check did
+    /// not apply or was not reached.
+    pub fn justification(&self) -> Option<AuditFacts> {
+        self.justification.get().map(Looked::audit_facts)
+    }
 }
 
 /// The default consent record, for requests that never get to rule 11.
@@ -150,29 +207,74 @@ fn nobody() -> Arc<UserConsent> {
     NOBODY.clone()
 }
 
-/// Rules 1-11: looks up the owner's consent when the rules will need it
-/// (route matched and token verified), then decides. `Ok` is the proof of
-/// admission.
+/// Every rule checked before the store is contacted: rules 1-11 (looking
+/// up the owner's consent when they will need it: route matched and token
+/// verified), then 17a–e (looking up the justification once 1-11 admitted
+/// the request). `Ok` is the proof of admission; a denial never reaches the
+/// store. What was looked up stays in `held` for the audit record, on
+/// either outcome.
 pub async fn admit<'p, 'a, F: Facts>(
     policy: &'p Policy,
     facts: &RequestFacts<'a, 'p>,
     auth: AuthState<'a>,
     source: &F,
     now: Millis,
-    held: &'a mut Held,
+    held: &'a Held,
     trace: &mut dyn Trace,
 ) -> Result<Permitted<'p, 'a>, Reason> {
-    held.user = match (&facts.route, &auth) {
+    let user = match (&facts.route, &auth) {
         (Some(route), AuthState::Valid(_)) if super::decide::owner_is_safe(route.owner) => {
             source.user(route.owner).await
         }
         _ => Some(nobody()),
     };
-    let consent = match &held.user {
+    let consent = match held.user.get_or_init(|| user) {
         Some(u) => Lookup::Known(u.as_ref()),
         None => Lookup::Unavailable,
     };
-    decide_pre(policy, facts, auth, consent, now, trace)
+    let admitted = decide_pre(policy, facts, auth, consent, now, trace)?;
+    justify(&admitted, source, held, trace).await?;
+    // Rule 18 (budgets) goes here: last before the store.
+    Ok(admitted)
+}
+
+/// Rules 17a–e for an admitted request: asks `source` about the purpose's
+/// justification and checks the answer (`justification::rules`). A purpose
+/// the check does not apply to passes with a note in the trace.
+async fn justify<F: Facts>(
+    admitted: &Permitted<'_, '_>,
+    source: &F,
+    held: &Held,
+    trace: &mut dyn Trace,
+) -> Result<(), Reason> {
+    let purpose = admitted.purpose();
+    let claims = admitted.claims();
+    // Rule 9 admitted the request, so a purpose with a claim has a value.
+    let id = purpose
+        .justification_claim
+        .as_deref()
+        .and_then(|c| claims.string(c));
+    let looked = match id {
+        Some(id) => source.justification(purpose, id).await,
+        None => None,
+    };
+    let (Some(id), Some(looked)) = (id, looked) else {
+        trace.check(&rules::JUSTIFICATION_EXISTS, true, &|| {
+            format!(
+                "purpose `{}` is not checked against the system of record (rules 17a-e do not apply)",
+                purpose.name
+            )
+        });
+        return Ok(());
+    };
+    let looked = held.justification.get_or_init(|| looked);
+    let facts = justification::Facts {
+        id,
+        sub: &claims.sub,
+        owner: admitted.owner(),
+        requested_by_required: justification::rules::requires_requested_by(&purpose.name),
+    };
+    justification::rules::check(looked, &facts, trace)
 }
 
 /// Rules 12-16 on the response head: looks up the org when rule 15 needs
@@ -194,4 +296,125 @@ pub async fn respond<F: Facts>(
         None => Lookup::Unavailable,
     });
     decide_post(admitted, meta, lookup, trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::justification::{Justification, Kind, Status};
+    use crate::policy::{Check, RequestFacts};
+    use futures_util::FutureExt;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Consent of nobody; one open ticket about u1 assigned to e1; counts
+    /// the justification lookups.
+    #[derive(Default)]
+    struct Counting {
+        asked: AtomicUsize,
+    }
+
+    impl Facts for Counting {
+        fn user(&self, _: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send {
+            std::future::ready(Some(Arc::default()))
+        }
+        fn org(&self, _: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send {
+            std::future::ready(Some(Arc::default()))
+        }
+        fn justification(
+            &self,
+            purpose: &PurposeRule,
+            _: &str,
+        ) -> impl Future<Output = Option<Looked>> + Send {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let kind = purpose
+                .justification_claim
+                .as_deref()
+                .and_then(Kind::from_claim);
+            let ticket = Justification {
+                status: Status::Open,
+                assignees: vec!["e1".into()],
+                subjects: vec!["u1".into()],
+                requested_by: Some("u1".into()),
+            };
+            std::future::ready(kind.map(|k| Looked::stated(k, Answer::Found(Arc::new(ticket)))))
+        }
+    }
+
+    fn policy() -> Policy {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let consent = root.join("consent.yaml");
+        super::super::load::load_dir(&root, &[consent.as_path()]).unwrap()
+    }
+
+    fn support(subjects: &[&str]) -> Claims {
+        Claims {
+            sub: "e1".into(),
+            roles: vec!["support".into()],
+            purpose: Some("support".into()),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            training_cert_exp: Some(2_000_000_000),
+            iss: "i".into(),
+            exp: 0,
+            iat: 0,
+            nbf: None,
+            jti: None,
+            strings: BTreeMap::from([("ticket_id".to_string(), "T-1".to_string())]),
+        }
+    }
+
+    fn admit_now(
+        policy: &Policy,
+        path: &str,
+        claims: &Claims,
+        source: &Counting,
+    ) -> (Result<(), Reason>, Option<AuditFacts>, Vec<Check>) {
+        let method = http::Method::GET;
+        let facts = RequestFacts::new(policy, &method, path, false);
+        let held = Held::default();
+        let mut trace = Vec::new();
+        let now = 1_800_000_000_000;
+        let r = admit(
+            policy,
+            &facts,
+            AuthState::Valid(claims),
+            source,
+            now,
+            &held,
+            &mut trace,
+        )
+        .now_or_never()
+        .unwrap()
+        .map(|_| ());
+        (r, held.justification(), trace)
+    }
+
+    #[test]
+    fn rule_17_runs_after_rule_11_and_only_on_admitted_requests() {
+        let policy = policy();
+        let source = Counting::default();
+        let (r, seen, trace) =
+            admit_now(&policy, "/v1/users/u1/files/f", &support(&["u1"]), &source);
+        assert_eq!(r, Ok(()));
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+        let seen = seen.unwrap();
+        assert_eq!(seen.justification_state.as_str(), "open");
+        let numbers: Vec<&str> = trace.iter().map(|c| c.rule).collect();
+        let at = numbers.iter().position(|n| *n == "11").unwrap();
+        assert_eq!(numbers[at + 1..], ["17a", "17b", "17c", "17d", "17e"]);
+        // Refused by rule 10: the justification is never asked about.
+        let (r, seen, _) = admit_now(&policy, "/v1/users/u2/files/f", &support(&["u1"]), &source);
+        assert_eq!(r, Err(Reason::SubjectNotInScope));
+        assert!(seen.is_none());
+        assert_eq!(source.asked.load(Ordering::Relaxed), 1);
+        // Refused by 17d: what was seen is kept for the record.
+        let (r, seen, _) = admit_now(
+            &policy,
+            "/v1/users/u2/files/f",
+            &support(&["u1", "u2"]),
+            &source,
+        );
+        assert_eq!(r, Err(Reason::JustificationSubjectMismatch));
+        assert_eq!(seen.unwrap().justification_state.as_str(), "open");
+    }
 }

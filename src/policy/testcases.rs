@@ -11,9 +11,14 @@
 //!     request: {method: GET, path: /v1/users/u1/conversations/c1}
 //!     token: {roles: [support], purpose: support, ticket_id: T-1, subjects: [u1],
 //!             training_cert_exp: "2027-01-01T00:00:00Z"}
+//!     justification: {status: open, assignees: [employee], subjects: [u1],
+//!                     requested_by: u1}  # the case service's answer (17a-e)
 //!     response: {x-content-owner: u1}  # optional: also runs rules 12-16
 //!     expect: allow                    # or {deny: subject_not_in_scope}
 //! ```
+//!
+//! Cases never call out: the case service's answer is stated inline
+//! (`justification:`), as consent is.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,14 +29,17 @@ use std::future::Future;
 
 use futures_util::FutureExt;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::decide::{AuthState, Check, Outcome, RequestFacts, ResponseMeta};
 use super::engine::{self, Facts, Held};
-use super::model::Policy;
+use super::model::{Policy, PurposeRule};
 use super::reason::Reason;
 use crate::auth::Claims;
 use crate::config::{parse_yaml, read_file, ConfigError};
 use crate::consent::file::ConsentData;
 use crate::consent::{OrgConsent, UserConsent};
+use crate::justification::{Answer, JustificationsConfig, Kind, Looked, Unavailable as NoAnswer};
 use crate::time::Millis;
 
 pub use super::case_raw::DEFAULT_NOW;
@@ -54,6 +62,9 @@ pub struct Case {
     /// The case's or file's registry; `None`: the suite's default.
     pub consent: Option<Arc<ConsentData>>,
     pub unavailable: Unavailable,
+    /// The case service's answer about the token's justification (rules
+    /// 17a–e), stated instead of looked up.
+    pub justification: Option<Answer>,
     pub expect: Outcome,
 }
 
@@ -94,6 +105,9 @@ pub struct Failure {
     pub expected: Outcome,
     pub got: Outcome,
     pub trace: Vec<Check>,
+    /// Why the case could not be decided as written (it fails whatever it
+    /// expects), e.g. a checked justification with no stated answer.
+    pub error: Option<String>,
 }
 
 /// The result of a run.
@@ -142,13 +156,35 @@ fn case_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// What the suite runs against besides its cases: the policy, the registry
+/// of cases that state none, and the config's `justifications:` section
+/// (which purposes rules 17a–e apply to), when run with `--config`.
+#[derive(Clone, Copy)]
+pub struct Suite<'s> {
+    pub policy: &'s Policy,
+    pub consent: &'s ConsentData,
+    pub justifications: Option<&'s JustificationsConfig>,
+}
+
 /// Runs every case against `policy`; cases without their own consent use
-/// `default_consent`.
+/// `default_consent`; no `justifications:` section is configured.
 pub fn run(policy: &Policy, default_consent: &ConsentData, cases: &[Case]) -> Report {
+    run_suite(
+        Suite {
+            policy,
+            consent: default_consent,
+            justifications: None,
+        },
+        cases,
+    )
+}
+
+/// Runs every case of `suite`.
+pub fn run_suite(suite: Suite<'_>, cases: &[Case]) -> Report {
     let mut report = Report::default();
     for case in cases {
-        let (got, trace) = evaluate(policy, default_consent, case);
-        if got == case.expect {
+        let decided = decide(suite, case);
+        if decided.error.is_none() && decided.outcome == case.expect {
             report.passed += 1;
             continue;
         }
@@ -158,8 +194,9 @@ pub fn run(policy: &Policy, default_consent: &ConsentData, cases: &[Case]) -> Re
             line: case.line,
             name: case.name.clone(),
             expected: case.expect,
-            got,
-            trace,
+            got: decided.outcome,
+            trace: decided.trace,
+            error: decided.error,
         });
     }
     report
@@ -169,6 +206,28 @@ pub fn run(policy: &Policy, default_consent: &ConsentData, cases: &[Case]) -> Re
 struct Inline<'c> {
     consent: &'c ConsentData,
     unavailable: Unavailable,
+    /// The configured check, when the suite runs with a config.
+    justifications: Option<&'c JustificationsConfig>,
+    /// The case's stated answer.
+    justification: Option<&'c Answer>,
+    /// Set when rule 17 needed an answer the case does not state.
+    unstated: AtomicBool,
+}
+
+impl Inline<'_> {
+    /// The kind rules 17a–e look `purpose` up as, if they apply: as the
+    /// config says when there is one; without, when the case states an
+    /// answer, for every purpose with a justification claim of a known kind
+    /// (the config's default).
+    fn kind(&self, purpose: &PurposeRule) -> Option<Kind> {
+        let claim = purpose.justification_claim.as_deref();
+        match self.justifications {
+            Some(cfg) => cfg.kind_for(&purpose.name, claim),
+            None => self
+                .justification
+                .and_then(|_| claim.and_then(Kind::from_claim)),
+        }
+    }
 }
 
 impl Facts for Inline<'_> {
@@ -183,6 +242,31 @@ impl Facts for Inline<'_> {
         let found = self.consent.orgs.get(org).cloned().unwrap_or_default();
         std::future::ready((!down).then_some(found))
     }
+
+    fn justification(
+        &self,
+        purpose: &PurposeRule,
+        _id: &str,
+    ) -> impl Future<Output = Option<Looked>> + Send {
+        let looked = self.kind(purpose).map(|kind| match self.justification {
+            Some(answer) => Looked::stated(kind, answer.clone()),
+            None => {
+                // Checked, but the case says nothing: decided closed, and
+                // the case fails with an error whatever it expects.
+                self.unstated.store(true, Ordering::Relaxed);
+                Looked::stated(kind, Answer::Unavailable(NoAnswer::NotStated))
+            }
+        });
+        std::future::ready(looked)
+    }
+}
+
+/// One case decided: the outcome, the checks made, and why the case could
+/// not be decided as written, if so.
+pub struct Decided {
+    pub outcome: Outcome,
+    pub trace: Vec<Check>,
+    pub error: Option<String>,
 }
 
 /// Decides one case as the proxy would, with the checks made: through the
@@ -193,15 +277,42 @@ pub fn evaluate(
     default_consent: &ConsentData,
     case: &Case,
 ) -> (Outcome, Vec<Check>) {
+    let suite = Suite {
+        policy,
+        consent: default_consent,
+        justifications: None,
+    };
+    let d = decide(suite, case);
+    (d.outcome, d.trace)
+}
+
+/// Decides one case of `suite`.
+pub fn decide(suite: Suite<'_>, case: &Case) -> Decided {
     let source = Inline {
-        consent: case.consent.as_deref().unwrap_or(default_consent),
+        consent: case.consent.as_deref().unwrap_or(suite.consent),
         unavailable: case.unavailable,
+        justifications: suite.justifications,
+        justification: case.justification.as_ref(),
+        unstated: AtomicBool::new(false),
     };
     let mut trace = Vec::new();
     // Every fact is inline, so the shell's futures are ready at once.
-    let decided = decide_case(policy, case, &source, &mut trace).now_or_never();
+    let decided = decide_case(suite.policy, case, &source, &mut trace).now_or_never();
     let outcome = decided.unwrap_or(Outcome::Deny(Reason::ConsentUnavailable));
-    (outcome, trace)
+    let error = source.unstated.load(Ordering::Relaxed).then(|| {
+        let file = suite
+            .justifications
+            .map(|j| j.file.display().to_string())
+            .unwrap_or_default();
+        format!(
+            "the case reaches rule 17, which the `justifications:` section of {file} applies to its purpose, but states no `justification:` answer (a mapping, `not_found` or `unavailable`)"
+        )
+    });
+    Decided {
+        outcome,
+        trace,
+        error,
+    }
 }
 
 async fn decide_case(
@@ -216,12 +327,11 @@ async fn decide_case(
         TokenSpec::Invalid(why) => AuthState::Invalid(why),
         TokenSpec::Claims(c) => AuthState::Valid(c),
     };
-    let mut held = Held::default();
-    let admitted =
-        match engine::admit(policy, &facts, auth, source, case.now, &mut held, trace).await {
-            Ok(a) => a,
-            Err(reason) => return Outcome::Deny(reason),
-        };
+    let held = Held::default();
+    let admitted = match engine::admit(policy, &facts, auth, source, case.now, &held, trace).await {
+        Ok(a) => a,
+        Err(reason) => return Outcome::Deny(reason),
+    };
     let meta = case.response.clone().unwrap_or(MetaSpec {
         status: 200,
         ..MetaSpec::default()
@@ -254,6 +364,9 @@ impl Report {
             let _ = writeln!(out, "FAIL {at}: {}", f.name);
             let _ = writeln!(out, "  expected: {}", f.expected);
             let _ = writeln!(out, "  got:      {}", f.got);
+            if let Some(e) = &f.error {
+                let _ = writeln!(out, "  error:    {e}");
+            }
             for c in &f.trace {
                 let mark = if c.passed { "pass" } else { "FAIL" };
                 let _ = writeln!(out, "    {mark} {:>3} {}: {}", c.rule, c.name, c.detail);
@@ -294,9 +407,9 @@ mod tests {
     fn the_shipped_suite_covers_every_rule() {
         let (_, _, cases) = shipped();
         let expected: Vec<Reason> = cases.iter().filter_map(|c| c.expect.reason()).collect();
-        // Every reason of rules 1-16 (17 and 18 need their services).
+        // Every reason of rules 1-17 (18 needs its service).
         for rule in crate::policy::RULES {
-            if rule.number.starts_with("17") || rule.number == "18" {
+            if rule.number == "18" {
                 continue;
             }
             for r in rule.reasons() {
@@ -348,6 +461,103 @@ mod tests {
         assert!(e.line.is_some(), "{e}");
         let e = suite(&ONE.replace("token: missing", "token: absent")).unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    /// A `justifications:` section as `--config` would give it.
+    fn checked(purposes: &str) -> JustificationsConfig {
+        let text = format!("listen: \"127.0.0.1:8080\"\nadmin_listen: \"127.0.0.1:9100\"\njwt:\n  issuer: \"i\"\n  audiences: [\"a\"]\n  algorithms: [\"ES256\"]\n  jwks_file: \"jwks.json\"\npolicy_dir: \"policies\"\nconsent_file: \"consent.yaml\"\nupstreams:\n  content: {{url: \"http://127.0.0.1:9090\"}}\naudit:\n  path: \"audit.jsonl\"\njustifications:\n  url: \"http://127.0.0.1:1/{{kind}}/{{id}}\"\n{purposes}");
+        crate::config::Config::parse(Path::new("cfg.yaml"), &text)
+            .unwrap()
+            .justifications
+            .unwrap()
+    }
+
+    const SUPPORT: &str = "cases:\n  - name: s\n    request: {path: /v1/users/u1/files/f}\n    token: {sub: e1, roles: [support], purpose: support, ticket_id: T-1, subjects: [u1], training_cert_exp: \"2027-01-01T00:00:00Z\"}\n";
+
+    #[test]
+    fn stated_answers_decide_rules_17a_to_17e() {
+        let (policy, consent, _) = shipped();
+        let case = |answer: &str, expect: &str| {
+            let text = format!("{SUPPORT}    justification: {answer}\n    expect: {expect}\n");
+            suite(&text).unwrap()
+        };
+        let open = "{status: open, assignees: [e1], subjects: [u1], requested_by: u1}";
+        for (answer, expect) in [
+            (open, "allow"),
+            ("not_found", "{deny: justification_not_found}"),
+            ("unavailable", "{deny: justification_unavailable}"),
+            (
+                "{status: closed, assignees: [e1], subjects: [u1], requested_by: u1}",
+                "{deny: justification_closed}",
+            ),
+        ] {
+            let report = run(&policy, &consent, &case(answer, expect));
+            assert!(report.ok(), "{answer}: {}", report.render());
+        }
+        // The trace shows 17a-e.
+        let (got, trace) = evaluate(&policy, &consent, &case(open, "allow")[0]);
+        assert_eq!(got, Outcome::Allow);
+        let numbers: Vec<&str> = trace.iter().map(|c| c.rule).collect();
+        assert!(
+            numbers.ends_with(&["11", "17a", "17b", "17c", "17d", "17e", "12"]),
+            "{numbers:?}"
+        );
+    }
+
+    #[test]
+    fn a_checked_purpose_without_a_stated_answer_is_an_error() {
+        let (policy, consent, _) = shipped();
+        let cases = suite(&format!("{SUPPORT}    expect: allow\n")).unwrap();
+        // Without a config and without an answer, rule 17 is not configured.
+        assert!(run(&policy, &consent, &cases).ok());
+        let cfg = checked("");
+        let with = Suite {
+            policy: &policy,
+            consent: &consent,
+            justifications: Some(&cfg),
+        };
+        let report = run_suite(with, &cases);
+        assert_eq!((report.passed, report.failed), (0, 1));
+        let text = report.render();
+        assert!(
+            text.contains("error:    the case reaches rule 17"),
+            "{text}"
+        );
+        assert!(text.contains("cfg.yaml"), "{text}");
+        // Even a case that expects the fail-closed denial is an error.
+        let cases = suite(&format!(
+            "{SUPPORT}    expect: {{deny: justification_unavailable}}\n"
+        ))
+        .unwrap();
+        assert_eq!(run_suite(with, &cases).failed, 1);
+        // A purpose the config does not list needs no answer.
+        let abuse_only = checked("  purposes: [abuse]\n");
+        let only = Suite {
+            justifications: Some(&abuse_only),
+            ..with
+        };
+        let cases = suite(&format!("{SUPPORT}    expect: allow\n")).unwrap();
+        assert!(run_suite(only, &cases).ok());
+    }
+
+    #[test]
+    fn bad_stated_answers_are_errors_with_a_line() {
+        let e = suite(&format!(
+            "{SUPPORT}    justification: gone\n    expect: allow\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("not `not_found`, `unavailable`"), "{e}");
+        let e = suite(&format!(
+            "{SUPPORT}    justification: {{status: open, assignees: [], subjects: [], title: x}}\n    expect: allow\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("title"), "{e}");
+        let e = suite(&format!(
+            "{SUPPORT}    justification: {{status: pending, assignees: [], subjects: []}}\n    expect: allow\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("pending"), "{e}");
     }
 
     #[test]

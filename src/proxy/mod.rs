@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! head ─► facts (method, override, route) ─► token → claims ─► consent(owner)
-//!      ─► decide_pre ── deny ─► audit(deny) ─► 4xx      (upstream never contacted)
+//!      ─► decide_pre ─► justification(kind, id) ─► rules 17a-e
+//!                   ── deny ─► audit(deny) ─► 4xx/503  (upstream never contacted)
 //!      ─► forward (credentials and x-purposegate-* stripped, identity added)
 //!      ─► upstream head ─► decide_post ── deny ─► audit(deny) ─► 403 (body dropped)
 //!      ─► audit(allow, durable) ─► stream head + body ─► audit(complete)
@@ -193,6 +194,15 @@ fn describe_claims(event: &mut AuditEvent, policy: &Policy, claims: &Claims) {
         .map(|j| event.bounded("justification", j));
 }
 
+/// Fills what the live justification check verified (rule 17), allowed or
+/// denied: values of a fixed set, so bounded by construction.
+fn describe_justification(event: &mut AuditEvent, held: &Held) {
+    if let Some(seen) = held.justification() {
+        event.justification_state = Some(seen.justification_state.as_str());
+        event.justification_source = seen.justification_source.map(|s| s.as_str());
+    }
+}
+
 /// Every rule and the forwarding; `Ok` is the store's response head, whose
 /// allow decision is recorded durably. `Err(reason)` is a denial for
 /// `handle` to record and render.
@@ -227,18 +237,20 @@ async fn pipeline(
         rec.event.owner = Some(rec.event.bounded("owner", m.owner));
         rec.event.route = Some(m.route.name.clone());
     }
-    let source = Registry(app.consent.as_ref());
-    let mut held = Held::default();
+    let source = Registry::new(app.consent.as_ref(), app.justifications.as_ref());
+    let held = Held::default();
     let admitted = engine::admit(
         policy,
         &facts,
         authenticated.state(),
         &source,
         now,
-        &mut held,
+        &held,
         &mut NoTrace,
     )
-    .await?;
+    .await;
+    describe_justification(&mut rec.event, &held);
+    let admitted = admitted?;
     // The store is contacted only while the records of this request can be
     // written (disk, reserve and local bound all fine).
     app.audit.admit().map_err(|blocked| {
