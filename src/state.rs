@@ -1,6 +1,6 @@
 //! Live state shared by every request: the policy (swapped atomically on
-//! reload), the token verifier and its keys, the consent registry, the audit
-//! sink, upstream pools and metrics. Also the reload logic: a reload builds
+//! reload), the token verifier and its keys, the consent registry, the access
+//! budgets, the audit sink, upstream pools and metrics. Also the reload logic: a reload builds
 //! the complete new state and swaps only when all of it is valid.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::{AuditCounters, AuditSink};
 use crate::auth::Verifier;
+use crate::budget::{BudgetError, Budgets};
 use crate::config::{Config, ConfigError};
 use crate::consent::file::{ConsentData, FileConsent};
 use crate::consent::ConsentStore;
@@ -27,6 +28,10 @@ pub struct App {
     pub verifier: Verifier,
     pub file_consent: Arc<FileConsent>,
     pub consent: Arc<dyn ConsentStore>,
+    /// Rule 18's access budgets (Redis), when `budgets:` is configured. Not
+    /// part of readiness: without Redis the proxy is live and ready, and
+    /// requests of budgeted purposes fail closed.
+    pub budgets: Option<Budgets>,
     pub audit: AuditSink,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
@@ -49,6 +54,8 @@ pub enum StartError {
     Audit(String),
     #[error("consent backend: {0}")]
     Consent(String),
+    #[error(transparent)]
+    Budgets(#[from] BudgetError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -56,7 +63,9 @@ pub enum StartError {
     },
 }
 
-/// Loads policy and consent the way both `serve` and `policy check` do.
+/// Loads policy and consent the way `serve` (at start and on every reload)
+/// and `policy check` do, and checks that every access budget limit names a
+/// purpose of the policy.
 pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData), ConfigError> {
     // The PostgreSQL backend has no file to load (`policy check` must not
     // need the database); its section was validated with the config.
@@ -67,6 +76,9 @@ pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData),
     let policy = load::load_dir(&config.policy_dir, &[config.consent_file.as_path()])?;
     let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
     load::check_upstreams(&policy, &names)?;
+    if let Some(budgets) = &config.budgets {
+        budgets.check_purposes(&|p| policy.purposes.contains_key(p))?;
+    }
     Ok((policy, consent))
 }
 
@@ -92,12 +104,19 @@ impl App {
             ),
             None => file_consent.clone(),
         };
+        // Connects in the background: a Redis that is down does not hold up
+        // the start.
+        let budgets = match &config.budgets {
+            Some(b) => Some(Budgets::new(b, &mut registry)?),
+            None => None,
+        };
         Ok(App {
             upstreams: Upstreams::new(&config.upstreams)?,
             policy: ArcSwap::from_pointee(policy),
             verifier,
             consent,
             file_consent,
+            budgets,
             audit,
             metrics,
             registry,

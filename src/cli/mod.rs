@@ -309,12 +309,13 @@ fn policy_check(config: &Path) -> ExitCode {
         let (policy, consent) = crate::state::load_policy_and_consent(&c)?;
         crate::auth::Verifier::new(&c.jwt, &c.claims)?;
         crate::tls::check(&c)?;
-        Ok((policy, consent))
+        let budgets = check_budgets(&c)?;
+        Ok((policy, consent, budgets))
     });
     match checked {
-        Ok((policy, _)) if uses_consent_db(config) => {
+        Ok((policy, _, budgets)) if uses_consent_db(config) => {
             println!(
-                "ok: {} purposes, {} roles, {} routes, consent in PostgreSQL (not contacted) (policy {})",
+                "ok: {} purposes, {} roles, {} routes, consent in PostgreSQL (not contacted){budgets} (policy {})",
                 policy.purposes.len(),
                 policy.roles.len(),
                 policy.routes.routes().len(),
@@ -322,9 +323,9 @@ fn policy_check(config: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok((policy, consent)) => {
+        Ok((policy, consent, budgets)) => {
             println!(
-                "ok: {} purposes, {} roles, {} routes, {} users and {} orgs in the consent registry (policy {})",
+                "ok: {} purposes, {} roles, {} routes, {} users and {} orgs in the consent registry{budgets} (policy {})",
                 policy.purposes.len(),
                 policy.roles.len(),
                 policy.routes.routes().len(),
@@ -336,6 +337,28 @@ fn policy_check(config: &Path) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// The `budgets:` section as `serve` loads it (its limits' purposes were
+/// checked with the policy; here the password and hash key are read),
+/// without contacting Redis. Returns the summary for the `ok:` line.
+fn check_budgets(c: &Config) -> Result<String, crate::config::ConfigError> {
+    let Some(b) = &c.budgets else {
+        return Ok(String::new());
+    };
+    b.check_secrets()
+        .map_err(|e| crate::config::ConfigError::new(&b.file, None, e.to_string()))?;
+    let mut purposes: Vec<&str> = Vec::new();
+    for l in &b.limits {
+        if !purposes.contains(&l.purpose.as_str()) {
+            purposes.push(&l.purpose);
+        }
+    }
+    Ok(format!(
+        ", {} access budget limits for {} (Redis not contacted)",
+        b.limits.len(),
+        purposes.join(", ")
+    ))
 }
 
 /// Whether the (already validated) config uses the PostgreSQL consent backend.

@@ -6,6 +6,9 @@
 //! commands differ only in their `Facts` (the live registry, the same
 //! registry read-only, a test case's inline answers) and in where the token
 //! and the response head come from.
+//!
+//! Order before the store: `admit` (rules 1-11), then `charge_budget` (rule
+//! 18) last, so that a request any other rule refuses costs no budget.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +21,9 @@ use super::decide::{
 };
 use super::model::Policy;
 use super::reason::Reason;
+use super::rules;
 use crate::auth::{self, AuthError, Bearer, Claims};
+use crate::budget::{self, BudgetFact, BudgetVerdict, Budgets};
 use crate::consent::{ConsentStore, OrgConsent, UserConsent};
 use crate::time::Millis;
 
@@ -27,14 +32,29 @@ use crate::time::Millis;
 pub trait Facts {
     fn user(&self, owner: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send;
     fn org(&self, org: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send;
+    /// Rule 18: the access budget check of employee `sub` reading `owner`'s
+    /// content for `purpose` (charged by `serve`, read without consuming by
+    /// `explain`, stated by a `policy test` case). `None`: no budgets are
+    /// configured, and the rule passes.
+    fn budget(
+        &self,
+        sub: &str,
+        purpose: &str,
+        owner: &str,
+    ) -> impl Future<Output = Option<budget::Outcome>> + Send;
 }
 
-/// The configured consent registry as a fact source.
-pub struct Registry<'a>(pub &'a dyn ConsentStore);
+/// The configured consent registry (and access budgets, when configured) as
+/// a fact source: what `serve` asks.
+pub struct Registry<'a> {
+    pub consent: &'a dyn ConsentStore,
+    /// Charged by rule 18; `None` when `budgets:` is not configured.
+    pub budgets: Option<&'a Budgets>,
+}
 
 impl Facts for Registry<'_> {
     fn user(&self, owner: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send {
-        let lookup = self.0.user(owner);
+        let lookup = self.consent.user(owner);
         async move {
             lookup
                 .await
@@ -44,12 +64,27 @@ impl Facts for Registry<'_> {
     }
 
     fn org(&self, org: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send {
-        let lookup = self.0.org(org);
+        let lookup = self.consent.org(org);
         async move {
             lookup
                 .await
                 .map_err(|e| tracing::warn!(error = %e, "consent lookup failed"))
                 .ok()
+        }
+    }
+
+    fn budget(
+        &self,
+        sub: &str,
+        purpose: &str,
+        owner: &str,
+    ) -> impl Future<Output = Option<budget::Outcome>> + Send {
+        let budgets = self.budgets;
+        async move {
+            match budgets {
+                Some(b) => Some(b.charge(sub, purpose, owner).await),
+                None => None,
+            }
         }
     }
 }
@@ -194,4 +229,63 @@ pub async fn respond<F: Facts>(
         None => Lookup::Unavailable,
     });
     decide_post(admitted, meta, lookup, trace)
+}
+
+/// What rule 18 found for an admitted request, whatever its verdict: the
+/// usage and limits for the audit record, and `Retry-After` for a denial.
+#[derive(Debug, Clone)]
+pub struct BudgetFacts {
+    /// The check's outcome; `None` when no budgets are configured.
+    pub outcome: Option<budget::Outcome>,
+}
+
+impl BudgetFacts {
+    /// The rule's verdict.
+    pub fn verdict(&self) -> BudgetVerdict {
+        self.outcome
+            .as_ref()
+            .map_or(BudgetVerdict::Allow, budget::verdict)
+    }
+
+    /// `Ok` when the request may go on; otherwise rule 18's reason.
+    pub fn result(&self) -> Result<(), Reason> {
+        match self.verdict() {
+            BudgetVerdict::Allow => Ok(()),
+            BudgetVerdict::Exceeded { .. } => Err(Reason::AccessBudgetExceeded),
+            BudgetVerdict::Unavailable => Err(Reason::BudgetUnavailable),
+        }
+    }
+
+    /// The `Retry-After` seconds of an `access_budget_exceeded` denial.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.verdict().retry_after_secs()
+    }
+
+    /// Every limit's usage at decision time, for the audit record (`None`
+    /// when the purpose has no limits or Redis did not answer).
+    pub fn audit(&self) -> Option<Vec<BudgetFact>> {
+        self.outcome.as_ref().and_then(budget::audit_facts)
+    }
+}
+
+/// Rule 18, the last rule before the store is contacted: asks `source` for
+/// the employee's budget check for the admitted purpose and owner, and
+/// reports it to the trace. The caller records the facts (allowed or not)
+/// and refuses on `result()`.
+pub async fn charge_budget<F: Facts>(
+    admitted: &Permitted<'_, '_>,
+    source: &F,
+    trace: &mut dyn Trace,
+) -> BudgetFacts {
+    let purpose = admitted.purpose().name.as_str();
+    let outcome = source
+        .budget(&admitted.claims().sub, purpose, admitted.owner())
+        .await;
+    let facts = BudgetFacts { outcome };
+    let passed = facts.verdict() == BudgetVerdict::Allow;
+    trace.check(&rules::BUDGET, passed, &|| match &facts.outcome {
+        Some(o) => budget::rule18(purpose, o).1,
+        None => "no access budgets are configured".to_string(),
+    });
+    facts
 }
