@@ -402,3 +402,119 @@ async fn limits_must_name_policy_purposes_at_start_and_on_reload() {
         Some("budget_unavailable")
     );
 }
+
+/// Runs the purposegate binary with `args` (off the runtime's thread).
+async fn cli(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_purposegate"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+async fn explain(h: &Harness, token: &str, owner: &str) -> (i32, String) {
+    let args = ["explain", "--config"]
+        .into_iter()
+        .map(String::from)
+        .chain([h.config_path.display().to_string()])
+        .chain(["--token".into(), token.into(), "GET".into(), path(owner)])
+        .collect();
+    let (code, out, err) = cli(args).await;
+    assert!(err.is_empty(), "{err}");
+    (code, out)
+}
+
+#[tokio::test]
+async fn explain_shows_current_usage_without_consuming_it() {
+    let _db = flushed(12).await;
+    let section = budgets(
+        redis_addr(),
+        12,
+        &["{purpose: support, distinct_owners: 2, window_seconds: 3600}"],
+    );
+    let h = proxy(&section).await;
+    let token = support(&h, "grace", &["u1", "u2", "u4"]);
+    assert_eq!(h.get(&path("u1"), Some(&token)).await.status, 200);
+
+    let now = "budget: support counted now, before this request (explain consumes nothing; rule 18 above shows the count with it): distinct_owners 1/2 per 3600 s";
+    for _ in 0..2 {
+        let (code, out) = explain(&h, &token, "u2").await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("decision: allow"), "{out}");
+        assert!(out.contains(now), "{out}");
+        assert!(
+            out.contains("[pass]  18 access_budget_exceeded")
+                && out.contains("support: distinct_owners 2/2 per 3600 s"),
+            "{out}"
+        );
+    }
+    // Neither explain consumed anything: the proxy counts u2 as the second.
+    let second = h.get(&path("u2"), Some(&token)).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(decision(&h, &second)["budget"][0]["used"], 2);
+
+    let (code, out) = explain(&h, &token, "u4").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("reason: access_budget_exceeded (429)"),
+        "{out}"
+    );
+    assert!(out.contains("[FAIL]  18 access_budget_exceeded"), "{out}");
+    assert!(out.contains("distinct_owners 2/2 per 3600 s"), "{out}");
+    let (code, out) = explain(&h, &token, "u1").await;
+    assert_eq!(code, 0, "an owner already counted is free: {out}");
+    assert!(out.contains("owner already counted"), "{out}");
+    assert!(!out.contains(&token), "explain never prints the token");
+    assert_eq!(h.upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn policy_check_loads_the_budgets_section_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let key =
+        purposegate::auth::mint::generate_dev_key(jsonwebtoken::Algorithm::ES256, "k").unwrap();
+    let check = |extra: &str, limit: &str| {
+        let yaml = budgets(closed_port(), 0, &[limit])
+            .replace("  limits:\n", &format!("{extra}  limits:\n"));
+        let opts = Opts {
+            extra_yaml: yaml,
+            ..Opts::default()
+        };
+        let config = common::write_config(dir.path(), &key, closed_port(), &opts);
+        cli(vec![
+            "policy".into(),
+            "check".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ])
+    };
+    let support = "{purpose: support, distinct_owners: 20, window_seconds: 86400}";
+    std::fs::write(dir.path().join("redis-pw"), "s3cret\n").unwrap();
+    let (code, out, err) = check("  password_file: redis-pw\n", support).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 access budget limits for support (Redis not contacted)"),
+        "{out}"
+    );
+    // A secret serve could not read fails the check too.
+    let (code, _, err) = check("  password_file: no-such-file\n", support).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("budgets.password_file"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    // A limit of a purpose the policy does not have names its line.
+    let (code, _, err) = check("", "{purpose: shopping, requests: 5, window_seconds: 60}").await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("config.yaml:")
+            && err.contains("purpose `shopping` is not a purpose of the policy"),
+        "{err}"
+    );
+}

@@ -178,7 +178,7 @@ fn budget_line(purpose: &str, peeked: Option<Result<Peek, Unavailable>>) -> Opti
     match peeked? {
         Ok(p) if p.current.is_empty() => None,
         Ok(p) => Some(format!(
-            "budget: {purpose} usage counted now (this request not counted, nothing consumed): {}\n",
+            "budget: {purpose} counted now, before this request (explain consumes nothing; rule 18 above shows the count with it): {}\n",
             budget::describe(&p.current)
         )),
         Err(why) => Some(format!("budget: usage unknown: {why}\n")),
