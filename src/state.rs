@@ -1,7 +1,8 @@
 //! Live state shared by every request: the policy (swapped atomically on
 //! reload), the token verifier and its keys, the consent registry, the access
-//! budgets, the audit sink, upstream pools and metrics. Also the reload logic: a reload builds
-//! the complete new state and swaps only when all of it is valid.
+//! budgets, the audit sink, upstream pools and metrics. Also the reload
+//! logic: a reload builds the complete new state and swaps only when all of
+//! it is valid.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -230,16 +230,17 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
         &mut trace,
     )
     .await;
-    let budgeted = match &admitted {
+    // Rule 18 last before the store, as in `serve`.
+    let checked = match &admitted {
         Ok(permitted) => engine::charge_budget(permitted, &source, &mut trace)
             .await
-            .result(),
+            .result()
+            .map(|()| permitted),
         Err(reason) => Err(*reason),
     };
-    let outcome = match (&admitted, budgeted) {
-        (_, Err(reason)) => Outcome::Deny(reason),
-        (Err(reason), _) => Outcome::Deny(*reason),
-        (Ok(permitted), Ok(())) => {
+    let outcome = match checked {
+        Err(reason) => Outcome::Deny(reason),
+        Ok(permitted) => {
             let status = meta_headers
                 .get("status")
                 .and_then(|v| v.to_str().ok())
@@ -249,7 +250,7 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
             engine::respond(permitted, &meta, &source, &mut trace).await
         }
     };
-    let post_ran = admitted.is_ok() && budgeted.is_ok();
+    let post_ran = checked.is_ok();
     let mut text = render(
         &method,
         path,
