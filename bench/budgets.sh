@@ -6,6 +6,7 @@
 # the medians over the rounds, the ratios and whether each target is met.
 #
 #   bench/budgets.sh     (env: DUR=5 s per run, ROUNDS=3, FSYNC=never,
+#                         REDIS_CPU=0 or any (where the bench's own Redis runs),
 #                         REDIS=host:port to use a running Redis, REDIS_DB=15)
 #
 # The budgeted proxy limits the bench's support token to 1000 distinct owners
@@ -28,6 +29,7 @@ DUR=${DUR:-5}
 ROUNDS=${ROUNDS:-3}
 FSYNC=${FSYNC:-never}
 REDIS_DB=${REDIS_DB:-15}
+REDIS_CPU=${REDIS_CPU:-0}
 PATH_="/v1/users/u1/conversations/c1"
 need_wrk
 command -v taskset >/dev/null || { echo "needs taskset (util-linux)"; exit 1; }
@@ -40,9 +42,15 @@ echo "plan: $ROUNDS rounds × 2 proxies × {64 conns, 1 conn} × ${DUR}s = $RUNS
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream
 BIN=$PWD/target/release/purposegate
 bench_begin
+REDIS_WHERE=given
 if [ -z "${REDIS:-}" ]; then
   REDIS=127.0.0.1:$(free_port)
-  start_on_cpu 0 redis-server --bind 127.0.0.1 --port "${REDIS##*:}" --save "" --appendonly no >/dev/null
+  REDIS_WHERE="started here, CPU $REDIS_CPU"
+  if [ "$REDIS_CPU" = any ]; then
+    PIN=0 start_on_cpu 0 redis-server --bind 127.0.0.1 --port "${REDIS##*:}" --save "" --appendonly no >/dev/null
+  else
+    start_on_cpu "$REDIS_CPU" redis-server --bind 127.0.0.1 --port "${REDIS##*:}" --save "" --appendonly no >/dev/null
+  fi
   for _ in $(seq 50); do [ "$(rcli ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 fi
 [ "$(rcli ping 2>/dev/null)" = PONG ] || { echo "no Redis answering at $REDIS" >&2; exit 1; }
@@ -51,9 +59,11 @@ PREFIX="purposegate:bench:$$:"
 # Runs after bench_begin's cleanup is replaced: stop what we started, remove
 # the work directory and this run's Redis keys.
 cleanup() {
+  if [ "$REDIS_WHERE" = given ]; then
+    rcli --scan --pattern "${PREFIX}*" 2>/dev/null | while read -r k; do rcli del "$k" >/dev/null; done || true
+  fi
   stop_started
   rm -rf "$WORK"
-  rcli --scan --pattern "${PREFIX}*" 2>/dev/null | while read -r k; do rcli del "$k" >/dev/null; done
 }
 trap cleanup EXIT
 bench_dev_token
@@ -136,4 +146,4 @@ print(f"p50 at 1 connection, on - off: {delta * 1000:+.0f} us (target <= +100 us
 print(f"budget checks on the budgeted proxy: allowed {allowed}, exceeded {exceeded}, unavailable {unavailable}")
 print(f"medians of {rounds} interleaved rounds of {dur}s per run; audit fsync={fsync}")
 PY
-echo "machine: $(nproc) cores, $(uname -m); wrk on CPU 0, upstream and proxies on CPU 1, Redis $(rcli info server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r') at $REDIS; load before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%d)"
+echo "machine: $(nproc) cores, $(uname -m); wrk on CPU 0, upstream and proxies on CPU 1, Redis $(rcli info server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r') at $REDIS ($REDIS_WHERE); load before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%d)"
