@@ -7,7 +7,9 @@
 #
 #   bench/budgets.sh     (env: DUR=5 s per run, ROUNDS=3, FSYNC=never,
 #                         REDIS_CPU=0 or any (where the bench's own Redis runs),
-#                         REDIS=host:port to use a running Redis, REDIS_DB=15)
+#                         REDIS=host:port to use a running Redis, REDIS_DB=15,
+#                         PROXY_YAML: top-level config for both proxies, e.g.
+#                         "worker_threads: 0")
 #
 # The budgeted proxy limits the bench's support token to 1000 distinct owners
 # and 10^12 requests a day: every request runs the charge script and
@@ -30,6 +32,7 @@ ROUNDS=${ROUNDS:-3}
 FSYNC=${FSYNC:-never}
 REDIS_DB=${REDIS_DB:-15}
 REDIS_CPU=${REDIS_CPU:-0}
+PROXY_YAML=${PROXY_YAML:-}
 PATH_="/v1/users/u1/conversations/c1"
 need_wrk
 command -v taskset >/dev/null || { echo "needs taskset (util-linux)"; exit 1; }
@@ -78,8 +81,9 @@ BUDGETS="budgets:
     - {purpose: support, distinct_owners: 1000, window_seconds: 86400}
     - {purpose: support, requests: 1000000000000, window_seconds: 86400}
     - {purpose: abuse, requests: 1, window_seconds: 86400}"
-start_bench_proxy off "$FSYNC"; P_OFF=$PROXY_PORT; PID_OFF=$PROXY_PID
-start_bench_proxy on "$FSYNC" "" "" "$BUDGETS"; P_ON=$PROXY_PORT; ADMIN_ON=$PROXY_ADMIN; PID_ON=$PROXY_PID
+start_bench_proxy off "$FSYNC" "" "" "$PROXY_YAML"; P_OFF=$PROXY_PORT; PID_OFF=$PROXY_PID
+start_bench_proxy on "$FSYNC" "" "" "$BUDGETS
+$PROXY_YAML"; P_ON=$PROXY_PORT; ADMIN_ON=$PROXY_ADMIN; PID_ON=$PROXY_PID
 
 code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "http://127.0.0.1:$1$PATH_"; }
 checks() { # $1 purpose, $2 result → the budgeted proxy's counter
@@ -125,9 +129,9 @@ ALLOWED=$(checks support allowed)
 EXCEEDED=$(checks support exceeded)
 UNAVAILABLE=$(checks support unavailable)
 
-python3 - "$RESULTS" "$DUR" "$ROUNDS" "$FSYNC" "$ALLOWED" "$EXCEEDED" "$UNAVAILABLE" <<'PY'
+python3 - "$RESULTS" "$DUR" "$ROUNDS" "$FSYNC" "$ALLOWED" "$EXCEEDED" "$UNAVAILABLE" "$PROXY_YAML" <<'PY'
 import statistics, sys
-path, dur, rounds, fsync, allowed, exceeded, unavailable = sys.argv[1:]
+path, dur, rounds, fsync, allowed, exceeded, unavailable, proxy_yaml = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(path)]
 def med(t, c, col):
     return statistics.median(float(r[col]) for r in rows if r[0] == t and r[1] == c)
@@ -144,6 +148,6 @@ print()
 print(f"req/s at 64 connections, on / off: {ratio:.2f} (target >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'})")
 print(f"p50 at 1 connection, on - off: {delta * 1000:+.0f} us (target <= +100 us: {'met' if delta <= 0.1 else 'NOT met'})")
 print(f"budget checks on the budgeted proxy: allowed {allowed}, exceeded {exceeded}, unavailable {unavailable}")
-print(f"medians of {rounds} interleaved rounds of {dur}s per run; audit fsync={fsync}")
+print(f"medians of {rounds} interleaved rounds of {dur}s per run; audit fsync={fsync}; proxy config: {proxy_yaml or 'default'}")
 PY
 echo "machine: $(nproc) cores, $(uname -m); wrk on CPU 0, upstream and proxies on CPU 1, Redis $(rcli info server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r') at $REDIS ($REDIS_WHERE); load before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%d)"
