@@ -1,7 +1,8 @@
 //! Live state shared by every request: the policy (swapped atomically on
 //! reload), the token verifier and its keys, the consent registry, the live
-//! justification check, the audit sink, upstream pools and metrics. Also the reload logic: a reload builds
-//! the complete new state and swaps only when all of it is valid.
+//! justification check, the access budgets, the audit sink, upstream pools
+//! and metrics. Also the reload logic: a reload builds the complete new
+//! state and swaps only when all of it is valid.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::{AuditCounters, AuditSink};
 use crate::auth::Verifier;
+use crate::budget::{BudgetError, Budgets};
 use crate::config::{Config, ConfigError};
 use crate::consent::file::{ConsentData, FileConsent};
 use crate::consent::ConsentStore;
@@ -33,6 +35,10 @@ pub struct App {
     /// down, the reads that need it fail closed one by one (503
     /// `justification_unavailable`) and every other read is served.
     pub justifications: Option<Justifications>,
+    /// Rule 18's access budgets (Redis), when `budgets:` is configured. Not
+    /// part of readiness: without Redis the proxy is live and ready, and
+    /// requests of budgeted purposes fail closed.
+    pub budgets: Option<Budgets>,
     pub audit: AuditSink,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
@@ -55,6 +61,8 @@ pub enum StartError {
     Audit(String),
     #[error("consent backend: {0}")]
     Consent(String),
+    #[error(transparent)]
+    Budgets(#[from] BudgetError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -62,7 +70,9 @@ pub enum StartError {
     },
 }
 
-/// Loads policy and consent the way both `serve` and `policy check` do.
+/// Loads policy and consent the way `serve` (at start and on every reload)
+/// and `policy check` do, and checks that every access budget limit names a
+/// purpose of the policy.
 pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData), ConfigError> {
     // The PostgreSQL backend has no file to load (`policy check` must not
     // need the database); its section was validated with the config.
@@ -73,6 +83,9 @@ pub fn load_policy_and_consent(config: &Config) -> Result<(Policy, ConsentData),
     let policy = load::load_dir(&config.policy_dir, &[config.consent_file.as_path()])?;
     let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
     load::check_upstreams(&policy, &names)?;
+    if let Some(budgets) = &config.budgets {
+        budgets.check_purposes(&|p| policy.purposes.contains_key(p))?;
+    }
     Ok((policy, consent))
 }
 
@@ -99,6 +112,12 @@ impl App {
             ),
             None => file_consent.clone(),
         };
+        // Connects in the background: a Redis that is down does not hold up
+        // the start.
+        let budgets = match &config.budgets {
+            Some(b) => Some(Budgets::new(b, &mut registry)?),
+            None => None,
+        };
         Ok(App {
             upstreams: Upstreams::new(&config.upstreams)?,
             policy: ArcSwap::from_pointee(policy),
@@ -106,6 +125,7 @@ impl App {
             consent,
             justifications,
             file_consent,
+            budgets,
             audit,
             metrics,
             registry,

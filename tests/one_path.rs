@@ -3,11 +3,12 @@
 //! (the binary) and by the real proxy in front of a recording store that
 //! serves the case's response metadata — and all three must agree on the
 //! decision and the reason. Cases that state their own consent registry or
-//! an unavailable one exercise only the runner (the proxy's registry is the
-//! suite's file), and are counted apart. Cases that state the case
-//! service's answer (`justification:`) go to a second proxy that checks
-//! justifications against a case service answering exactly that (asked
-//! afresh for every request); a stated outage is runner-only too.
+//! an unavailable one, or an access budget (rule 18), exercise only the
+//! runner (the proxy's registry is the suite's file, and it has no budgets),
+//! and are counted apart. Cases that state the case service's answer
+//! (`justification:`) go to a second proxy that checks justifications
+//! against a case service answering exactly that (asked afresh for every
+//! request); a stated outage is runner-only too.
 
 mod common;
 
@@ -179,7 +180,13 @@ async fn policy_test_explain_and_serve_decide_every_shipped_case_alike() {
         let (expected, _) = testcases::evaluate(&policy, &consent, case);
         let runner = word(expected);
         let stated_outage = matches!(case.justification, Some(Answer::Unavailable(_)));
-        if case.consent.is_some() || case.unavailable != Unavailable::None || stated_outage {
+        // A stated budget needs a Redis holding that usage: rule 18 is
+        // compared through the proxy in tests/budget_e2e.rs instead.
+        if case.consent.is_some()
+            || case.unavailable != Unavailable::None
+            || stated_outage
+            || case.budget.is_some()
+        {
             runner_only += 1;
             continue;
         }

@@ -76,6 +76,13 @@ pub struct AuditEvent {
     /// `upstream_error`: the store's body broke off, `client_gone`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended: Option<&'static str>,
+    /// Rule 18: every access-budget limit of the purpose at decision time
+    /// (`limit`, `used` — this request included when allowed — `max`,
+    /// `window_seconds`, `owner_counted`, `refused`), in config order, at
+    /// most `MAX_BUDGET_LIMITS`; absent when the purpose has no limits or
+    /// Redis did not answer (the reason then says `budget_unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Vec<crate::budget::BudgetFact>>,
     /// SHA-256 of the whole path, when `path` holds only its first
     /// `MAX_PATH` bytes (a record's size is bounded whatever a client sends).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +103,8 @@ pub const MAX_METHOD: usize = 16;
 pub const MAX_FIELD: usize = 256;
 /// Roles a record lists.
 pub const MAX_ROLES: usize = 16;
+/// Budget limits a record lists.
+pub const MAX_BUDGET_LIMITS: usize = 16;
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char
 /// boundary.
@@ -130,6 +139,17 @@ impl AuditEvent {
             self.truncated.push(name);
         }
         prefix(value, MAX_FIELD).to_string()
+    }
+
+    /// Sets `budget`, bounded in count (each entry is numbers only).
+    pub fn set_budget(&mut self, facts: Option<Vec<crate::budget::BudgetFact>>) {
+        self.budget = facts.map(|mut f| {
+            if f.len() > MAX_BUDGET_LIMITS {
+                f.truncate(MAX_BUDGET_LIMITS);
+                self.truncated.push("budget");
+            }
+            f
+        });
     }
 
     /// Sets `roles`, bounded in count and length.
@@ -185,12 +205,24 @@ mod tests {
         );
         assert!(ev.method_sha256.is_some());
         assert_eq!(ev.truncated, ["justification", "roles"]);
+        let fact = crate::budget::BudgetFact {
+            limit: "requests",
+            used: 3,
+            max: 3,
+            window_seconds: 60,
+            owner_counted: false,
+            refused: true,
+        };
+        ev.set_budget(Some(vec![fact; 100]));
+        assert_eq!(ev.budget.as_ref().map(Vec::len), Some(MAX_BUDGET_LIMITS));
+        let line = serde_json::to_string(&ev).unwrap();
+        assert!(line.len() < 4000, "{} bytes", line.len());
+        assert_eq!(ev.truncated, ["justification", "roles", "budget"]);
         let mut short = AuditEvent::default();
         short.set_path("/v1/users/u1/files/f");
         assert!(short.path_sha256.is_none());
-        assert!(serde_json::to_value(&short)
-            .unwrap()
-            .get("path_sha256")
-            .is_none());
+        let v = serde_json::to_value(&short).unwrap();
+        assert!(v.get("path_sha256").is_none());
+        assert!(v.get("budget").is_none());
     }
 }

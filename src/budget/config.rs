@@ -365,6 +365,14 @@ impl BudgetsConfig {
         Ok(Some(key.as_bytes().to_vec()))
     }
 
+    /// Reads the password and the hash key as `Budgets::new` does, without
+    /// contacting Redis (`policy check`).
+    pub fn check_secrets(&self) -> Result<(), SecretError> {
+        self.connection_info()?;
+        self.hash_key()?;
+        Ok(())
+    }
+
     /// The limits of one purpose, in config order.
     pub fn limits_of<'a>(&'a self, purpose: &'a str) -> impl Iterator<Item = &'a Limit> + 'a {
         self.limits.iter().filter(move |l| l.purpose == purpose)

@@ -29,8 +29,8 @@ use prometheus_client::registry::Registry;
 pub use config::{BudgetsConfig, Limit, LimitKind, RawBudgets, SecretError};
 pub use metrics::BudgetMetrics;
 pub use outcome::{
-    audit_facts, evaluate, rule18, BudgetFact, BudgetVerdict, Counted, LimitUsage, Outcome,
-    Unavailable,
+    audit_facts, describe, evaluate, rule18, verdict, BudgetFact, BudgetVerdict, Counted,
+    LimitUsage, Outcome, Unavailable,
 };
 pub use script::Peek;
 

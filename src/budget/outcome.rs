@@ -188,6 +188,18 @@ impl BudgetVerdict {
     }
 }
 
+/// Rule 18's verdict on an outcome alone (no text built: the request path
+/// calls this, and `rule18` only when a trace wants the detail).
+pub fn verdict(outcome: &Outcome) -> BudgetVerdict {
+    match outcome {
+        Outcome::Allowed { .. } => BudgetVerdict::Allow,
+        Outcome::Exceeded { retry_after, .. } => BudgetVerdict::Exceeded {
+            retry_after_secs: retry_after.as_secs(),
+        },
+        Outcome::Unavailable(_) => BudgetVerdict::Unavailable,
+    }
+}
+
 /// Rule 18 on an outcome: the verdict and a one-line detail for traces
 /// (`explain`) and logs. The detail names limits and counts, never ids.
 pub fn rule18(purpose: &str, outcome: &Outcome) -> (BudgetVerdict, String) {
@@ -224,7 +236,8 @@ pub fn rule18(purpose: &str, outcome: &Outcome) -> (BudgetVerdict, String) {
     }
 }
 
-fn describe(usage: &[LimitUsage]) -> String {
+/// Every limit's usage on one line (`explain` prints the current usage with it).
+pub fn describe(usage: &[LimitUsage]) -> String {
     let parts: Vec<String> = usage
         .iter()
         .map(|u| {
@@ -411,6 +424,27 @@ mod tests {
         assert!(detail.contains("within 50 ms"), "{detail}");
         assert!(audit_facts(&o).is_none());
         assert_eq!(o.result_label(), "unavailable");
+    }
+
+    #[test]
+    fn verdict_agrees_with_rule18() {
+        let reqs = limit(LimitKind::Requests, 2, 60);
+        let outcomes = [
+            evaluate(&[&reqs], &[counted(1, false, 1000)]),
+            evaluate(&[&reqs], &[counted(2, false, 2500)]),
+            Outcome::Unavailable(Unavailable::FailingFast),
+            evaluate(&[], &[]),
+        ];
+        let verdicts: Vec<BudgetVerdict> = outcomes.iter().map(verdict).collect();
+        assert_eq!(
+            verdicts[1],
+            BudgetVerdict::Exceeded {
+                retry_after_secs: 3
+            }
+        );
+        for (o, v) in outcomes.iter().zip(verdicts) {
+            assert_eq!(v, rule18("support", o).0, "{o:?}");
+        }
     }
 
     #[test]

@@ -3,23 +3,27 @@
 //! pure rules `serve` uses, without contacting the upstream. The response
 //! rules run on `--meta` (the simulated response head) or, without it, on a
 //! 2xx response without metadata — as `serve` would judge a store that sends
-//! none — and the output says which.
+//! none — and the output says which. Rule 18 reads the employee's access
+//! budget in Redis without consuming any of it (`Budgets::peek`) and prints
+//! the usage counted now.
 
+use std::future::Future;
 use std::io::Read;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::{fail, ExplainArgs};
 use crate::auth::Verifier;
+use crate::budget::{self, Budgets, BudgetsConfig, Peek, Unavailable};
 use crate::config::Config;
 use crate::consent::file::{ConsentData, FileConsent};
 use crate::consent::postgres::PgConsent;
-use crate::consent::ConsentStore;
+use crate::consent::{ConsentStore, OrgConsent, UserConsent};
 use crate::metrics::Metrics;
 use crate::policy::decide::has_method_override;
-use crate::policy::engine::{self, Held, Registry};
+use crate::policy::engine::{self, Facts, Held, Registry};
 use crate::policy::{Check, Outcome, RequestFacts, ResponseMeta};
 use crate::time::{now_millis, parse_rfc3339};
 
@@ -115,6 +119,80 @@ fn consent_store(config: &Config, data: ConsentData) -> Result<Arc<dyn ConsentSt
     }
 }
 
+/// The access budgets as `serve` builds them, for reading only. A check may
+/// wait for the first connection too: explain is not on a request path.
+fn budgets(config: &Config) -> Result<Option<Budgets>, String> {
+    let Some(cfg) = &config.budgets else {
+        return Ok(None);
+    };
+    let cfg = BudgetsConfig {
+        timeout: cfg.timeout + cfg.connect_timeout,
+        ..cfg.clone()
+    };
+    let mut unused = prometheus_client::registry::Registry::default();
+    Budgets::new(&cfg, &mut unused)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// `serve`'s fact source, except that rule 18 peeks instead of charging and
+/// keeps what it read for the output.
+struct Explaining<'a> {
+    registry: Registry<'a>,
+    budgets: Option<&'a Budgets>,
+    peeked: Mutex<Option<Result<Peek, Unavailable>>>,
+}
+
+impl Facts for Explaining<'_> {
+    fn user(&self, owner: &str) -> impl Future<Output = Option<Arc<UserConsent>>> + Send {
+        self.registry.user(owner)
+    }
+
+    fn org(&self, org: &str) -> impl Future<Output = Option<Arc<OrgConsent>>> + Send {
+        self.registry.org(org)
+    }
+
+    fn justification(
+        &self,
+        purpose: &crate::policy::PurposeRule,
+        id: &str,
+    ) -> impl Future<Output = Option<crate::justification::Looked>> + Send {
+        self.registry.justification(purpose, id)
+    }
+
+    fn budget(
+        &self,
+        sub: &str,
+        purpose: &str,
+        owner: &str,
+    ) -> impl Future<Output = Option<budget::Outcome>> + Send {
+        let (budgets, peeked) = (self.budgets, &self.peeked);
+        async move {
+            let peek = budgets?.peek(sub, purpose, owner).await;
+            let outcome = match &peek {
+                Ok(p) => p.if_charged.clone(),
+                Err(why) => budget::Outcome::Unavailable(why.clone()),
+            };
+            if let Ok(mut slot) = peeked.lock() {
+                *slot = Some(peek);
+            }
+            Some(outcome)
+        }
+    }
+}
+
+/// The usage line of the output: what rule 18 read (nothing was consumed).
+fn budget_line(purpose: &str, peeked: Option<Result<Peek, Unavailable>>) -> Option<String> {
+    match peeked? {
+        Ok(p) if p.current.is_empty() => None,
+        Ok(p) => Some(format!(
+            "budget: {purpose} counted now, before this request (explain consumes nothing; rule 18 above shows the count with it): {}\n",
+            budget::describe(&p.current)
+        )),
+        Err(why) => Some(format!("budget: usage unknown: {why}\n")),
+    }
+}
+
 async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), String> {
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
     let (policy, consent) =
@@ -125,6 +203,7 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
     // lookup is a read, and this process's cache and metrics are its own.
     let justifications = crate::state::build_justifications(&config, &policy, &Metrics::new().0)
         .map_err(|e| e.to_string())?;
+    let budgets = budgets(&config)?;
     let now = match &args.now {
         Some(t) => parse_rfc3339(t).ok_or_else(|| format!("--now `{t}` is not RFC 3339"))?,
         None => now_millis(),
@@ -143,7 +222,11 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
     })
     .await;
     let facts = RequestFacts::new(&policy, &method, path, has_method_override(&headers));
-    let source = Registry::new(consent.as_ref(), justifications.as_ref());
+    let source = Explaining {
+        registry: Registry::new(consent.as_ref(), justifications.as_ref(), None),
+        budgets: budgets.as_ref(),
+        peeked: Mutex::new(None),
+    };
     let mut trace: Vec<Check> = Vec::new();
     let held = Held::default();
     let admitted = engine::admit(
@@ -156,8 +239,16 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
         &mut trace,
     )
     .await;
-    let outcome = match &admitted {
-        Err(reason) => Outcome::Deny(*reason),
+    // Rule 18 last before the store, as in `serve`.
+    let checked = match &admitted {
+        Ok(permitted) => engine::charge_budget(permitted, &source, &mut trace)
+            .await
+            .result()
+            .map(|()| permitted),
+        Err(reason) => Err(*reason),
+    };
+    let outcome = match checked {
+        Err(reason) => Outcome::Deny(reason),
         Ok(permitted) => {
             let status = meta_headers
                 .get("status")
@@ -168,18 +259,24 @@ async fn explain_with_registry(args: &ExplainArgs) -> Result<(String, bool), Str
             engine::respond(permitted, &meta, &source, &mut trace).await
         }
     };
-    let post_ran = admitted.is_ok();
-    Ok((
-        render(
-            &method,
-            path,
-            outcome,
-            &trace,
-            post_ran,
-            args.meta.is_empty(),
-        ),
-        outcome == Outcome::Allow,
-    ))
+    let post_ran = checked.is_ok();
+    let mut text = render(
+        &method,
+        path,
+        outcome,
+        &trace,
+        post_ran,
+        args.meta.is_empty(),
+    );
+    let purpose = authenticated
+        .claims()
+        .and_then(|c| c.purpose.clone())
+        .unwrap_or_default();
+    let peeked = source.peeked.lock().ok().and_then(|mut p| p.take());
+    if let Some(line) = budget_line(&purpose, peeked) {
+        text.push_str(&line);
+    }
+    Ok((text, outcome == Outcome::Allow))
 }
 
 fn render(

@@ -381,8 +381,12 @@ fn policy_check(config: &Path) -> ExitCode {
         Ok(j) => j.map(|j| justified_purposes(policy, &j)),
         Err(e) => return fail(e),
     };
+    let budgets = match check_budgets(&config) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
     println!(
-        "ok: {} purposes, {} roles, {} routes, {consent}{} (policy {})",
+        "ok: {} purposes, {} roles, {} routes, {consent}{}{budgets} (policy {})",
         policy.purposes.len(),
         policy.roles.len(),
         policy.routes.routes().len(),
@@ -419,6 +423,28 @@ fn justification_note(checked: Option<&[String]>) -> String {
         ),
         None => String::new(),
     }
+}
+
+/// The `budgets:` section as `serve` loads it (its limits' purposes were
+/// checked with the policy; here the password and hash key are read),
+/// without contacting Redis. Returns the summary for the `ok:` line.
+fn check_budgets(c: &Config) -> Result<String, crate::config::ConfigError> {
+    let Some(b) = &c.budgets else {
+        return Ok(String::new());
+    };
+    b.check_secrets()
+        .map_err(|e| crate::config::ConfigError::new(&b.file, None, e.to_string()))?;
+    let mut purposes: Vec<&str> = Vec::new();
+    for l in &b.limits {
+        if !purposes.contains(&l.purpose.as_str()) {
+            purposes.push(&l.purpose);
+        }
+    }
+    Ok(format!(
+        ", {} access budget limits for {} (Redis not contacted)",
+        b.limits.len(),
+        purposes.join(", ")
+    ))
 }
 
 fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {

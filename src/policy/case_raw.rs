@@ -8,14 +8,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::decide::{has_method_override, Outcome};
 use super::reason::Reason;
-use super::testcases::{Case, MetaSpec, TokenSpec, Unavailable};
+use super::testcases::{Case, MetaSpec, StatedBudget, TokenSpec, Unavailable};
 use crate::auth::Claims;
+use crate::budget::{Counted, Limit, LimitKind};
 use crate::config::{line_of, ConfigError};
 use crate::consent::file::{ConsentData, RawConsent};
 use crate::justification::{Answer, Justification, Unavailable as NoAnswer};
@@ -51,6 +52,8 @@ struct RawCase {
     consent_unavailable: Option<Spanned<String>>,
     #[serde(default)]
     justification: Option<Spanned<RawStated>>,
+    #[serde(default)]
+    budget: Option<Spanned<RawBudget>>,
     expect: Spanned<RawExpect>,
 }
 
@@ -82,6 +85,31 @@ impl<'de> Deserialize<'de> for RawStated {
         }
         d.deserialize_any(StatedVisitor)
     }
+}
+
+/// Rule 18 as a case states it: `unavailable`, or the purpose's limits with
+/// what each counted before the request.
+enum RawBudget {
+    Word(String),
+    Limits(Vec<Spanned<RawStatedLimit>>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatedLimit {
+    #[serde(default)]
+    distinct_owners: Option<u64>,
+    #[serde(default)]
+    requests: Option<u64>,
+    window_seconds: u64,
+    /// Owners or requests counted in the window before this request.
+    used: u64,
+    /// `distinct_owners`: the path owner is already counted in the window.
+    #[serde(default)]
+    owner_counted: bool,
+    /// Seconds until the window ends (default: the whole window).
+    #[serde(default)]
+    resets_in_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +202,29 @@ impl<'de> Visitor<'de> for TokenVisitor {
             }
         }
         Ok(RawToken::Claims(c))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBudget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BudgetVisitor;
+        impl<'de> Visitor<'de> for BudgetVisitor {
+            type Value = RawBudget;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`unavailable` or a list of limits with their usage")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawBudget, E> {
+                Ok(RawBudget::Word(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawBudget, A::Error> {
+                let mut limits = Vec::new();
+                while let Some(l) = seq.next_element()? {
+                    limits.push(l);
+                }
+                Ok(RawBudget::Limits(limits))
+            }
+        }
+        d.deserialize_any(BudgetVisitor)
     }
 }
 
@@ -282,6 +333,11 @@ fn case(file: &Path, d: &SuiteDefaults, raw: Spanned<RawCase>) -> Result<Case, C
             .justification
             .as_ref()
             .map(|j| stated(file, j))
+            .transpose()?,
+        budget: c
+            .budget
+            .as_ref()
+            .map(|b| stated_budget(file, b, purpose_of(&c.token)))
             .transpose()?,
         expect: expect(file, &c.expect)?,
     })
@@ -401,6 +457,89 @@ fn stated(file: &Path, j: &Spanned<RawStated>) -> Result<Answer, ConfigError> {
             format!("justification: `{w}` is not `not_found`, `unavailable` or a mapping {{status, assignees, subjects, requested_by}}"),
         )),
     }
+}
+
+/// The purpose a case's token claims (the stated limits are that purpose's).
+fn purpose_of(t: &Spanned<RawToken>) -> &str {
+    match &t.value {
+        RawToken::Claims(c) => c.purpose.as_deref().unwrap_or_default(),
+        RawToken::Word(_) => "",
+    }
+}
+
+fn stated_budget(
+    file: &Path,
+    b: &Spanned<RawBudget>,
+    purpose: &str,
+) -> Result<StatedBudget, ConfigError> {
+    match &b.value {
+        RawBudget::Word(w) if w == "unavailable" => Ok(StatedBudget::Unavailable),
+        RawBudget::Word(w) => Err(ConfigError::at(
+            file,
+            b,
+            format!("budget: `{w}` is not `unavailable` or a list of limits"),
+        )),
+        RawBudget::Limits(ls) if ls.is_empty() => Err(ConfigError::at(
+            file,
+            b,
+            "budget: list at least one limit (or leave `budget` out)",
+        )),
+        RawBudget::Limits(ls) => ls
+            .iter()
+            .map(|l| stated_limit(file, l, purpose))
+            .collect::<Result<_, _>>()
+            .map(StatedBudget::Usage),
+    }
+}
+
+/// One stated limit, checked like a `budgets.limits` entry of the config.
+fn stated_limit(
+    file: &Path,
+    item: &Spanned<RawStatedLimit>,
+    purpose: &str,
+) -> Result<(Limit, Counted), ConfigError> {
+    let r = &item.value;
+    let err = |msg: &str| ConfigError::at(file, item, format!("budget: {msg}"));
+    let (kind, max) = match (r.distinct_owners, r.requests) {
+        (Some(n), None) => (LimitKind::DistinctOwners, n),
+        (None, Some(n)) => (LimitKind::Requests, n),
+        _ => return Err(err("set exactly one of distinct_owners and requests")),
+    };
+    let (max_limit, max_window) = (
+        crate::budget::config::MAX_LIMIT,
+        crate::budget::config::MAX_WINDOW_SECONDS,
+    );
+    if max == 0 || max > max_limit {
+        return Err(err(&format!(
+            "{} must be between 1 and {max_limit}",
+            kind.as_str()
+        )));
+    }
+    if r.window_seconds == 0 || r.window_seconds > max_window {
+        return Err(err(&format!(
+            "window_seconds must be between 1 and {max_window}"
+        )));
+    }
+    if r.owner_counted && kind == LimitKind::Requests {
+        return Err(err("owner_counted applies to distinct_owners only"));
+    }
+    let resets = r.resets_in_seconds.unwrap_or(r.window_seconds);
+    if resets > r.window_seconds {
+        return Err(err("resets_in_seconds is longer than the window"));
+    }
+    let limit = Limit {
+        purpose: purpose.to_string(),
+        kind,
+        max,
+        window_seconds: r.window_seconds,
+        line: line_of(item),
+    };
+    let counted = Counted {
+        used: r.used,
+        owner_counted: r.owner_counted,
+        resets_in: std::time::Duration::from_secs(resets),
+    };
+    Ok((limit, counted))
 }
 
 fn expect(file: &Path, e: &Spanned<RawExpect>) -> Result<Outcome, ConfigError> {

@@ -4,9 +4,13 @@
 //! justification only once rules 1-11 admitted the request; an org only
 //! for API content on a 2xx that a purpose with the API rule reads), asks a
 //! `Facts` source for it, and hands everything to the pure rules. The three
-//! commands differ only in their `Facts` (the live registry and case
-//! service, the same read-only, a test case's inline answers) and in where
-//! the token and the response head come from.
+//! commands differ only in their `Facts` (the live registry, case service
+//! and budgets; the same read-only; a test case's inline answers) and in
+//! where the token and the response head come from.
+//!
+//! Order before the store: `admit` (rules 1-11, then 17), then
+//! `charge_budget` (rule 18) last, so that a request any other rule refuses
+//! costs no budget.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +25,7 @@ use super::model::{Policy, PurposeRule};
 use super::reason::Reason;
 use super::rules;
 use crate::auth::{self, AuthError, Bearer, Claims};
+use crate::budget::{self, BudgetFact, BudgetVerdict, Budgets};
 use crate::consent::{ConsentStore, OrgConsent, UserConsent};
 use crate::justification::{self, Answer, AuditFacts, Justifications, Looked};
 use crate::time::Millis;
@@ -40,20 +45,38 @@ pub trait Facts {
         purpose: &PurposeRule,
         id: &str,
     ) -> impl Future<Output = Option<Looked>> + Send;
+    /// Rule 18: the access budget check of employee `sub` reading `owner`'s
+    /// content for `purpose` (charged by `serve`, read without consuming by
+    /// `explain`, stated by a `policy test` case). `None`: no budgets are
+    /// configured, and the rule passes.
+    fn budget(
+        &self,
+        sub: &str,
+        purpose: &str,
+        owner: &str,
+    ) -> impl Future<Output = Option<budget::Outcome>> + Send;
 }
 
-/// The configured consent registry and case service as a fact source.
+/// The configured consent registry, case service and access budgets as a
+/// fact source: what `serve` asks.
 pub struct Registry<'a> {
     pub consent: &'a dyn ConsentStore,
     /// The live justification check, when `justifications:` is configured.
     pub justifications: Option<&'a Justifications>,
+    /// Charged by rule 18; `None` when `budgets:` is not configured.
+    pub budgets: Option<&'a Budgets>,
 }
 
 impl<'a> Registry<'a> {
-    pub fn new(consent: &'a dyn ConsentStore, justifications: Option<&'a Justifications>) -> Self {
+    pub fn new(
+        consent: &'a dyn ConsentStore,
+        justifications: Option<&'a Justifications>,
+        budgets: Option<&'a Budgets>,
+    ) -> Self {
         Registry {
             consent,
             justifications,
+            budgets,
         }
     }
 }
@@ -96,6 +119,21 @@ impl Facts for Registry<'_> {
                 tracing::warn!(%kind, error = %why, "justification lookup failed; refusing");
             }
             Some(looked)
+        }
+    }
+
+    fn budget(
+        &self,
+        sub: &str,
+        purpose: &str,
+        owner: &str,
+    ) -> impl Future<Output = Option<budget::Outcome>> + Send {
+        let budgets = self.budgets;
+        async move {
+            match budgets {
+                Some(b) => Some(b.charge(sub, purpose, owner).await),
+                None => None,
+            }
         }
     }
 }
@@ -298,6 +336,65 @@ pub async fn respond<F: Facts>(
     decide_post(admitted, meta, lookup, trace)
 }
 
+/// What rule 18 found for an admitted request, whatever its verdict: the
+/// usage and limits for the audit record, and `Retry-After` for a denial.
+#[derive(Debug, Clone)]
+pub struct BudgetFacts {
+    /// The check's outcome; `None` when no budgets are configured.
+    pub outcome: Option<budget::Outcome>,
+}
+
+impl BudgetFacts {
+    /// The rule's verdict.
+    pub fn verdict(&self) -> BudgetVerdict {
+        self.outcome
+            .as_ref()
+            .map_or(BudgetVerdict::Allow, budget::verdict)
+    }
+
+    /// `Ok` when the request may go on; otherwise rule 18's reason.
+    pub fn result(&self) -> Result<(), Reason> {
+        match self.verdict() {
+            BudgetVerdict::Allow => Ok(()),
+            BudgetVerdict::Exceeded { .. } => Err(Reason::AccessBudgetExceeded),
+            BudgetVerdict::Unavailable => Err(Reason::BudgetUnavailable),
+        }
+    }
+
+    /// The `Retry-After` seconds of an `access_budget_exceeded` denial.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.verdict().retry_after_secs()
+    }
+
+    /// Every limit's usage at decision time, for the audit record (`None`
+    /// when the purpose has no limits or Redis did not answer).
+    pub fn audit(&self) -> Option<Vec<BudgetFact>> {
+        self.outcome.as_ref().and_then(budget::audit_facts)
+    }
+}
+
+/// Rule 18, the last rule before the store is contacted: asks `source` for
+/// the employee's budget check for the admitted purpose and owner, and
+/// reports it to the trace. The caller records the facts (allowed or not)
+/// and refuses on `result()`.
+pub async fn charge_budget<F: Facts>(
+    admitted: &Permitted<'_, '_>,
+    source: &F,
+    trace: &mut dyn Trace,
+) -> BudgetFacts {
+    let purpose = admitted.purpose().name.as_str();
+    let outcome = source
+        .budget(&admitted.claims().sub, purpose, admitted.owner())
+        .await;
+    let facts = BudgetFacts { outcome };
+    let passed = facts.verdict() == BudgetVerdict::Allow;
+    trace.check(&rules::BUDGET, passed, &|| match &facts.outcome {
+        Some(o) => budget::rule18(purpose, o).1,
+        None => "no access budgets are configured".to_string(),
+    });
+    facts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +435,14 @@ mod tests {
                 requested_by: Some("u1".into()),
             };
             std::future::ready(kind.map(|k| Looked::stated(k, Answer::Found(Arc::new(ticket)))))
+        }
+        fn budget(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> impl Future<Output = Option<budget::Outcome>> + Send {
+            std::future::ready(None)
         }
     }
 

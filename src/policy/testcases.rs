@@ -14,6 +14,7 @@
 //!     justification: {status: open, assignees: [employee], subjects: [u1],
 //!                     requested_by: u1}  # the case service's answer (17a-e)
 //!     response: {x-content-owner: u1}  # optional: also runs rules 12-16
+//!     budget: [{distinct_owners: 20, window_seconds: 86400, used: 19}]  # optional: rule 18
 //!     expect: allow                    # or {deny: subject_not_in_scope}
 //! ```
 //!
@@ -36,6 +37,7 @@ use super::engine::{self, Facts, Held};
 use super::model::{Policy, PurposeRule};
 use super::reason::Reason;
 use crate::auth::Claims;
+use crate::budget::{self, Counted, Limit};
 use crate::config::{parse_yaml, read_file, ConfigError};
 use crate::consent::file::ConsentData;
 use crate::consent::{OrgConsent, UserConsent};
@@ -65,7 +67,37 @@ pub struct Case {
     /// The case service's answer about the token's justification (rules
     /// 17a–e), stated instead of looked up.
     pub justification: Option<Answer>,
+    /// What rule 18 finds, as the case states it; `None`: no budgets.
+    pub budget: Option<StatedBudget>,
     pub expect: Outcome,
+}
+
+/// The access budget a case states for rule 18: no Redis is involved.
+#[derive(Debug, Clone)]
+pub enum StatedBudget {
+    /// Redis does not answer (fail closed).
+    Unavailable,
+    /// The purpose's limits, each with what it counted before the request.
+    Usage(Vec<(Limit, Counted)>),
+}
+
+impl StatedBudget {
+    /// What the budget script would decide on the stated usage.
+    pub fn outcome(&self) -> budget::Outcome {
+        match self {
+            // As `serve` sees a Redis that does not answer in time.
+            StatedBudget::Unavailable => {
+                budget::Outcome::Unavailable(budget::Unavailable::Timeout(
+                    std::time::Duration::from_millis(budget::config::DEFAULT_TIMEOUT_MS),
+                ))
+            }
+            StatedBudget::Usage(stated) => {
+                let limits: Vec<&Limit> = stated.iter().map(|(l, _)| l).collect();
+                let counted: Vec<Counted> = stated.iter().map(|(_, c)| *c).collect();
+                budget::evaluate(&limits, &counted)
+            }
+        }
+    }
 }
 
 /// What the token of a case is.
@@ -212,6 +244,7 @@ struct Inline<'c> {
     justification: Option<&'c Answer>,
     /// Set when rule 17 needed an answer the case does not state.
     unstated: AtomicBool,
+    budget: Option<&'c StatedBudget>,
 }
 
 impl Inline<'_> {
@@ -259,6 +292,14 @@ impl Facts for Inline<'_> {
         });
         std::future::ready(looked)
     }
+    fn budget(
+        &self,
+        _sub: &str,
+        _purpose: &str,
+        _owner: &str,
+    ) -> impl Future<Output = Option<budget::Outcome>> + Send {
+        std::future::ready(self.budget.map(StatedBudget::outcome))
+    }
 }
 
 /// One case decided: the outcome, the checks made, and why the case could
@@ -294,6 +335,7 @@ pub fn decide(suite: Suite<'_>, case: &Case) -> Decided {
         justifications: suite.justifications,
         justification: case.justification.as_ref(),
         unstated: AtomicBool::new(false),
+        budget: case.budget.as_ref(),
     };
     let mut trace = Vec::new();
     // Every fact is inline, so the shell's futures are ready at once.
@@ -332,6 +374,12 @@ async fn decide_case(
         Ok(a) => a,
         Err(reason) => return Outcome::Deny(reason),
     };
+    if let Err(reason) = engine::charge_budget(&admitted, source, trace)
+        .await
+        .result()
+    {
+        return Outcome::Deny(reason);
+    }
     let meta = case.response.clone().unwrap_or(MetaSpec {
         status: 200,
         ..MetaSpec::default()
@@ -407,9 +455,9 @@ mod tests {
     fn the_shipped_suite_covers_every_rule() {
         let (_, _, cases) = shipped();
         let expected: Vec<Reason> = cases.iter().filter_map(|c| c.expect.reason()).collect();
-        // Every reason of rules 1-17 (18 needs its service).
+        // Every reason of every rule: 17 and 18 are stated inline.
         for rule in crate::policy::RULES {
-            if rule.number == "18" {
+            if rule.reasons().next().is_none() {
                 continue;
             }
             for r in rule.reasons() {
@@ -499,7 +547,7 @@ mod tests {
         assert_eq!(got, Outcome::Allow);
         let numbers: Vec<&str> = trace.iter().map(|c| c.rule).collect();
         assert!(
-            numbers.ends_with(&["11", "17a", "17b", "17c", "17d", "17e", "12"]),
+            numbers.ends_with(&["11", "17a", "17b", "17c", "17d", "17e", "18", "12"]),
             "{numbers:?}"
         );
     }
@@ -558,6 +606,81 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.message.contains("pending"), "{e}");
+    }
+
+    const SUPPORT_BUDGET: &str = "cases:\n  - name: n\n    request: {path: /v1/users/u1/files/f1}\n    token: {sub: e1, roles: [support], purpose: support, ticket_id: T-1, subjects: [u1], training_cert_exp: \"2027-01-01T00:00:00Z\"}\n    budget: BUDGET\n    expect: allow\n";
+
+    #[test]
+    fn a_stated_budget_decides_rule_18_and_is_traced() {
+        let (policy, consent, _) = shipped();
+        let full = "[{distinct_owners: 2, window_seconds: 60, used: 2, resets_in_seconds: 7}]";
+        let cases = suite(&SUPPORT_BUDGET.replace("BUDGET", full)).unwrap();
+        let report = run(&policy, &consent, &cases);
+        let text = report.render();
+        assert!(
+            text.contains("got:      deny access_budget_exceeded"),
+            "{text}"
+        );
+        assert!(
+            text.contains("FAIL  18 access_budget_exceeded: support: distinct_owners budget of 2 per 60 s exhausted, frees in 7 s"),
+            "{text}"
+        );
+        let room = "[{distinct_owners: 2, window_seconds: 60, used: 1}]";
+        let cases = suite(&SUPPORT_BUDGET.replace("BUDGET", room)).unwrap();
+        let (got, trace) = evaluate(&policy, &consent, &cases[0]);
+        assert_eq!(got, Outcome::Allow);
+        let check = trace.iter().find(|c| c.rule == "18").unwrap();
+        assert!(check.passed);
+        assert!(
+            check.detail.contains("distinct_owners 2/2 per 60 s"),
+            "{}",
+            check.detail
+        );
+        let cases = suite(&SUPPORT_BUDGET.replace("BUDGET", "unavailable")).unwrap();
+        let (got, _) = evaluate(&policy, &consent, &cases[0]);
+        assert_eq!(got, Outcome::Deny(Reason::BudgetUnavailable));
+        // Without `budget:`, rule 18 passes: no budgets.
+        let cases = suite(&SUPPORT_BUDGET.replace("    budget: BUDGET\n", "")).unwrap();
+        let (got, trace) = evaluate(&policy, &consent, &cases[0]);
+        assert_eq!(got, Outcome::Allow);
+        assert!(trace.iter().any(|c| c.rule == "18" && c.passed));
+    }
+
+    #[test]
+    fn stated_budgets_are_parsed_strictly() {
+        let bad = [
+            (
+                "[{distinct_owners: 2, requests: 3, window_seconds: 60, used: 0}]",
+                "t.yaml:5: budget: set exactly one of distinct_owners and requests",
+            ),
+            (
+                "[{requests: 3, window_seconds: 60, used: 0, owner_counted: true}]",
+                "t.yaml:5: budget: owner_counted applies to distinct_owners only",
+            ),
+            (
+                "[{requests: 3, window_seconds: 60, used: 0, resets_in_seconds: 61}]",
+                "t.yaml:5: budget: resets_in_seconds is longer than the window",
+            ),
+            (
+                "[{requests: 0, window_seconds: 60, used: 0}]",
+                "t.yaml:5: budget: requests must be between 1",
+            ),
+            (
+                "[{requests: 3, window_seconds: 0, used: 0}]",
+                "t.yaml:5: budget: window_seconds must be between 1",
+            ),
+            ("[]", "t.yaml:5: budget: list at least one limit"),
+            ("down", "t.yaml:5: budget: `down` is not `unavailable`"),
+        ];
+        for (budget, want) in bad {
+            let e = suite(&SUPPORT_BUDGET.replace("BUDGET", budget)).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{budget}: {e}");
+        }
+        let e = suite(
+            &SUPPORT_BUDGET.replace("BUDGET", "[{requests: 3, window_seconds: 60, usde: 0}]"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("usde") && e.line == Some(5), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! head ─► facts (method, override, route) ─► token → claims ─► consent(owner)
 //!      ─► decide_pre ─► justification(kind, id) ─► rules 17a-e
 //!                   ── deny ─► audit(deny) ─► 4xx/503  (upstream never contacted)
+//!      ─► budget (rule 18, last) ── deny ─► audit(deny) ─► 429/503
 //!      ─► forward (credentials and x-purposegate-* stripped, identity added)
 //!      ─► upstream head ─► decide_post ── deny ─► audit(deny) ─► 403 (body dropped)
 //!      ─► audit(allow, durable) ─► stream head + body ─► audit(complete)
@@ -34,12 +35,13 @@ use crate::auth::Claims;
 use crate::metrics::RequestLabels;
 use crate::policy::decide::has_method_override;
 use crate::policy::engine::{self, Held, Registry};
-use crate::policy::{NoTrace, Outcome, Policy, Reason, RequestFacts, ResponseMeta};
+use crate::policy::{NoTrace, Outcome, Permitted, Policy, Reason, RequestFacts, ResponseMeta};
 use crate::state::App;
 use crate::time::now_millis;
 use crate::upstream::{ForwardBody, UpstreamBody};
 pub use body::{AuditedBody, ProxyBody};
 use record::Recorder;
+use respond::Denial;
 
 /// What is known about a client connection, worked out once when it is
 /// accepted rather than on every request it carries.
@@ -95,7 +97,7 @@ async fn serve_one(
     );
     let resp = match pipeline(&app, &policy, req, &client, &mut rec).await {
         Ok(resp) => stream(rec, resp),
-        Err(reason) => deny(&app, &policy, rec, reason).await,
+        Err(denial) => deny(&app, &policy, rec, denial).await,
     };
     app.metrics
         .request_duration
@@ -130,21 +132,21 @@ async fn deny(
     app: &App,
     policy: &Policy,
     mut rec: Recorder,
-    reason: Reason,
+    denial: Denial,
 ) -> Response<ProxyBody> {
-    let status = reason.status().as_u16();
-    let reason = match rec
-        .write_decision(DecisionKind::Deny, status, Some(reason))
+    let status = denial.reason.status().as_u16();
+    let denial = match rec
+        .write_decision(DecisionKind::Deny, status, Some(denial.reason))
         .await
     {
-        Ok(_) => reason,
+        Ok(_) => denial,
         Err(e) => {
             tracing::error!(error = %e, "audit record not written; refusing");
-            Reason::AuditUnavailable
+            Reason::AuditUnavailable.into()
         }
     };
-    count(app, policy, &rec.event, reason.code());
-    respond::denial(reason, &rec.event.request_id).map(Either::Left)
+    count(app, policy, &rec.event, denial.reason.code());
+    respond::denial(denial, &rec.event.request_id).map(Either::Left)
 }
 
 fn count(app: &App, policy: &Policy, event: &AuditEvent, reason: &'static str) {
@@ -204,7 +206,7 @@ fn describe_justification(event: &mut AuditEvent, held: &Held) {
 }
 
 /// Every rule and the forwarding; `Ok` is the store's response head, whose
-/// allow decision is recorded durably. `Err(reason)` is a denial for
+/// allow decision is recorded durably. `Err(denial)` is a denial for
 /// `handle` to record and render.
 async fn pipeline(
     app: &App,
@@ -212,7 +214,7 @@ async fn pipeline(
     req: Request<Incoming>,
     client: &ClientConn,
     rec: &mut Recorder,
-) -> Result<Response<UpstreamBody>, Reason> {
+) -> Result<Response<UpstreamBody>, Denial> {
     let now = now_millis();
     let (parts, _body) = req.into_parts();
     check_uri_length(app, &parts.uri)?;
@@ -237,7 +239,11 @@ async fn pipeline(
         rec.event.owner = Some(rec.event.bounded("owner", m.owner));
         rec.event.route = Some(m.route.name.clone());
     }
-    let source = Registry::new(app.consent.as_ref(), app.justifications.as_ref());
+    let source = Registry::new(
+        app.consent.as_ref(),
+        app.justifications.as_ref(),
+        app.budgets.as_ref(),
+    );
     let held = Held::default();
     let admitted = engine::admit(
         policy,
@@ -251,6 +257,7 @@ async fn pipeline(
     .await;
     describe_justification(&mut rec.event, &held);
     let admitted = admitted?;
+    charge_budget(&admitted, &source, rec).await?;
     // The store is contacted only while the records of this request can be
     // written (disk, reserve and local bound all fine).
     app.audit.admit().map_err(|blocked| {
@@ -277,15 +284,31 @@ async fn pipeline(
     let resp = sent?;
     let meta = ResponseMeta::from_headers(resp.status().as_u16(), resp.headers());
     if let Outcome::Deny(reason) = engine::respond(&admitted, &meta, &source, &mut NoTrace).await {
-        return Err(reason);
+        return Err(reason.into());
     }
     let status = resp.status().as_u16();
     if let Err(e) = rec.write_decision(DecisionKind::Allow, status, None).await {
         tracing::error!(error = %e, "audit record not written; refusing");
-        return Err(Reason::AuditUnavailable);
+        return Err(Reason::AuditUnavailable.into());
     }
     count(app, policy, &rec.event, "none");
     Ok(resp)
+}
+
+/// Rule 18, the last rule before the store is contacted, so that a request
+/// any other rule refuses costs no budget. The usage and limits at decision
+/// time go into the record whether the request is allowed or refused.
+async fn charge_budget(
+    admitted: &Permitted<'_, '_>,
+    source: &Registry<'_>,
+    rec: &mut Recorder,
+) -> Result<(), Denial> {
+    let budget = engine::charge_budget(admitted, source, &mut NoTrace).await;
+    rec.event.set_budget(budget.audit());
+    budget.result().map_err(|reason| Denial {
+        reason,
+        retry_after: budget.retry_after_secs(),
+    })
 }
 
 /// Rule outside the table: a request target longer than the configured

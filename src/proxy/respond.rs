@@ -9,8 +9,27 @@ use http_body_util::Full;
 use super::headers::X_REQUEST_ID;
 use crate::policy::Reason;
 
-/// The denial response for `reason`.
-pub fn denial(reason: Reason, request_id: &str) -> Response<Full<Bytes>> {
+/// A refusal on its way to the client: its reason, and what its response
+/// needs beyond the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    /// `Retry-After` seconds of a 429 (rule 18: until the window frees budget).
+    pub retry_after: Option<u64>,
+}
+
+impl From<Reason> for Denial {
+    fn from(reason: Reason) -> Self {
+        Denial {
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// The denial response.
+pub fn denial(denial: Denial, request_id: &str) -> Response<Full<Bytes>> {
+    let reason = denial.reason;
     let body = serde_json::json!({
         "error": reason.error_name(),
         "reason": reason.code(),
@@ -41,6 +60,11 @@ pub fn denial(reason: Reason, request_id: &str) -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        StatusCode::TOO_MANY_REQUESTS => {
+            if let Some(secs) = denial.retry_after {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+        }
         _ => {}
     }
     resp
@@ -53,7 +77,7 @@ mod tests {
 
     #[tokio::test]
     async fn denial_bodies_follow_the_contract() {
-        let resp = denial(Reason::MethodNotAllowed, "r1");
+        let resp = denial(Reason::MethodNotAllowed.into(), "r1");
         assert_eq!(resp.status(), 405);
         assert_eq!(resp.headers()["allow"], "GET, HEAD");
         assert_eq!(resp.headers()["x-request-id"], "r1");
@@ -63,9 +87,29 @@ mod tests {
             v,
             serde_json::json!({"error": "method_not_allowed", "reason": "method_not_allowed", "request_id": "r1"})
         );
-        assert_eq!(denial(Reason::SubjectNotInScope, "r").status(), 403);
-        assert!(denial(Reason::InvalidToken, "r")
+        assert_eq!(denial(Reason::SubjectNotInScope.into(), "r").status(), 403);
+        assert!(denial(Reason::InvalidToken.into(), "r")
             .headers()
             .contains_key("www-authenticate"));
+    }
+
+    #[test]
+    fn budget_denials_say_when_to_retry() {
+        let exceeded = Denial {
+            reason: Reason::AccessBudgetExceeded,
+            retry_after: Some(3599),
+        };
+        let resp = denial(exceeded, "r");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "3599");
+        let resp = denial(Reason::BudgetUnavailable.into(), "r");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        // Only a 429 carries the seconds it was given.
+        let other = Denial {
+            reason: Reason::SubjectNotInScope,
+            retry_after: Some(5),
+        };
+        assert!(!denial(other, "r").headers().contains_key("retry-after"));
     }
 }
