@@ -332,7 +332,7 @@ fn register_limits(m: &Metrics, r: &mut Registry) {
         m.audit_local_bytes.clone(),
     );
     r.register_with_unit(
-        "audit_max_local",
+        "audit_local_max",
         "audit.max_local_bytes (0: no bound)",
         Unit::Bytes,
         m.audit_max_local_bytes.clone(),

@@ -39,6 +39,9 @@ pub struct App {
     /// part of readiness: without Redis the proxy is live and ready, and
     /// requests of budgeted purposes fail closed.
     pub budgets: Option<Budgets>,
+    /// Shipping the audit trail to PostgreSQL (`audit.ship`), taken at
+    /// shutdown to ship what is left.
+    pub shipper: std::sync::Mutex<Option<crate::audit::ship::ShipperHandle>>,
     pub audit: AuditSink,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
@@ -59,6 +62,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("audit log: {0}")]
     Audit(String),
+    #[error("audit shipping: {0}")]
+    Ship(String),
     #[error("consent backend: {0}")]
     Consent(String),
     #[error(transparent)]
@@ -104,6 +109,20 @@ impl App {
         };
         let audit = AuditSink::open(&config.audit, counters)
             .map_err(|e| StartError::Audit(e.to_string()))?;
+        // Needs the runtime (`serve` starts inside it); does not wait for
+        // the database: records stay local until it answers.
+        let shipper = match &config.audit.ship {
+            Some(ship) => Some(
+                crate::audit::ship::Shipper::start(
+                    ship,
+                    &config.audit.path,
+                    audit.watermark(),
+                    &mut registry,
+                )
+                .map_err(|e| StartError::Ship(e.to_string()))?,
+            ),
+            None => None,
+        };
         let file_consent = Arc::new(FileConsent::new(consent));
         let consent: Arc<dyn ConsentStore> = match &config.consent_db {
             Some(db) => Arc::new(
@@ -126,6 +145,7 @@ impl App {
             justifications,
             file_consent,
             budgets,
+            shipper: std::sync::Mutex::new(shipper),
             audit,
             metrics,
             registry,

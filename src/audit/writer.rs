@@ -419,6 +419,14 @@ impl AuditSink {
         self.inner.shared.durable_seq.load(Ordering::Acquire)
     }
 
+    /// `durable_seq` as a function that does not keep the sink open (the
+    /// writer stops when the last sink is dropped; the shipper outlives it
+    /// at shutdown).
+    pub fn watermark(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let shared = self.inner.shared.clone();
+        move || shared.durable_seq.load(Ordering::Acquire)
+    }
+
     /// The id of the chain this writer continues.
     pub fn chain_id(&self) -> &str {
         &self.inner.chain

@@ -354,7 +354,19 @@ fn serve(config: &Path) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     match rt.block_on(crate::server::serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(done) if done.clean() => ExitCode::SUCCESS,
+        Ok(done) => {
+            // The log said what is left; the exit code says that something is.
+            eprintln!(
+                "purposegate: stopped with {}",
+                if done.shipped == Some(false) {
+                    "audit records not yet shipped to PostgreSQL (they stay on the local volume)"
+                } else {
+                    "audit records that could not be written"
+                }
+            );
+            ExitCode::from(3)
+        }
         Err(e) => fail(e),
     }
 }

@@ -108,16 +108,62 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 impl Running {
     /// Graceful shutdown: readiness down, stop accepting, drain in-flight
     /// requests (bounded by `shutdown_grace`), then flush the audit log.
-    pub async fn shutdown(self) {
+    /// With `audit.ship`, what is left is shipped after the flush (bounded
+    /// by `audit.ship.drain_seconds`); the result says whether the local log
+    /// was shipped whole.
+    pub async fn shutdown(self) -> Shutdown {
         self.app.accepting.store(false, Ordering::Relaxed);
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Err(e) = self.app.audit.flush().await {
+        let flushed = self.app.audit.flush().await;
+        if let Err(e) = &flushed {
             tracing::error!(error = %e, "audit flush at shutdown failed");
         }
+        let shipper = self
+            .app
+            .shipper
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take());
+        let shipped = match (shipper, &self.app.config.audit.ship) {
+            (Some(handle), Some(cfg)) => {
+                let summary = handle.drain(std::time::Instant::now() + cfg.drain).await;
+                if summary.all_shipped {
+                    tracing::info!(shipped = summary.shipped, stored_seq = summary.stored_seq, "audit log shipped completely");
+                } else {
+                    tracing::error!(
+                        lag_records = summary.lag_records,
+                        stored_seq = summary.stored_seq,
+                        "audit log NOT shipped completely; the rest stays on the local volume and ships at the next start"
+                    );
+                }
+                Some(summary.all_shipped)
+            }
+            _ => None,
+        };
         tracing::info!("purposegate stopped");
+        Shutdown {
+            flushed: flushed.is_ok(),
+            shipped,
+        }
+    }
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// The audit log's last flush succeeded.
+    pub flushed: bool,
+    /// With `audit.ship`: every durable record is stored centrally.
+    pub shipped: Option<bool>,
+}
+
+impl Shutdown {
+    /// Nothing is left behind that should not be.
+    pub fn clean(self) -> bool {
+        self.flushed && self.shipped != Some(false)
     }
 }
 
@@ -373,10 +419,9 @@ pub async fn shutdown_signal() {
 }
 
 /// `purposegate serve`: start, wait for SIGTERM/SIGINT, shut down gracefully.
-pub async fn serve(config: Config) -> Result<(), StartError> {
+pub async fn serve(config: Config) -> Result<Shutdown, StartError> {
     let running = start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
-    running.shutdown().await;
-    Ok(())
+    Ok(running.shutdown().await)
 }
