@@ -121,17 +121,16 @@ impl Running {
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "audit flush at shutdown failed");
         }
-        let shipper = self
-            .app
-            .shipper
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take());
+        let shipper = self.app.shipper.lock().ok().and_then(|mut s| s.take());
         let shipped = match (shipper, &self.app.config.audit.ship) {
             (Some(handle), Some(cfg)) => {
                 let summary = handle.drain(std::time::Instant::now() + cfg.drain).await;
                 if summary.all_shipped {
-                    tracing::info!(shipped = summary.shipped, stored_seq = summary.stored_seq, "audit log shipped completely");
+                    tracing::info!(
+                        shipped = summary.shipped,
+                        stored_seq = summary.stored_seq,
+                        "audit log shipped completely"
+                    );
                 } else {
                     tracing::error!(
                         lag_records = summary.lag_records,
@@ -396,32 +395,43 @@ async fn recv_hangup(_: &mut Hangup) {
 }
 
 /// Waits for SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// SIGTERM or SIGINT, the handlers installed when this is called (so a
+/// signal that arrives before the future is first polled — e.g. right
+/// after the listening line — is still caught and drains gracefully).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 /// `purposegate serve`: start, wait for SIGTERM/SIGINT, shut down gracefully.
 pub async fn serve(config: Config) -> Result<Shutdown, StartError> {
+    let stop = shutdown_signal();
     let running = start(config).await?;
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutdown signal received; draining");
     Ok(running.shutdown().await)
 }

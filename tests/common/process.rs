@@ -70,6 +70,10 @@ pub fn serve(config: &Path, fsize_limit: Option<u64>, stdout: bool) -> Served {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // PURPOSEGATE_TEST_LOGS=1 shows the proxy's log while debugging.
+            if std::env::var_os("PURPOSEGATE_TEST_LOGS").is_some() {
+                eprintln!("serve: {line}");
+            }
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             let f = &v["fields"];
             if let (Some(a), Some(b)) = (f["addr"].as_str(), f["admin_addr"].as_str()) {
