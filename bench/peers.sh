@@ -5,7 +5,8 @@
 # bench_bare_proxy: what the Rust HTTP stack costs on its own), HAProxy 2.6
 # checking RS256 JWTs + claim ACLs + access log, and
 # purposegate doing its whole job (RS256 token, default policy, consent file,
-# audit log with fsync batch and, separately, never). Also the "every token
+# audit log with fsync batch and, separately, never, and batch on the
+# multi-thread runtime). Also the "every token
 # unique" scenario (verified-token cache always missing), the disk's
 # fdatasync latency and purposegate's RSS idle and holding 1,000 client
 # connections. Prints markdown tables and whether each issue 7 target is met.
@@ -38,9 +39,9 @@ need openssl openssl
 need taskset util-linux
 export PATH="$PATH:/usr/sbin"
 
-RUNS=$((ROUNDS * (6 * 2 + 2)))
+RUNS=$((ROUNDS * (7 * 2 + 2)))
 PLANNED=$((RUNS * DUR + 6 + 60))
-echo "plan: $ROUNDS rounds × (6 targets × {64 conns, 1 conn} + 2 targets × unique tokens) × ${DUR}s = $RUNS runs, about ${PLANNED}s with set-up (plus the build)" >&2
+echo "plan: $ROUNDS rounds × (7 targets × {64 conns, 1 conn} + 2 targets × unique tokens) × ${DUR}s = $RUNS runs, about ${PLANNED}s with set-up (plus the build)" >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 cargo build --release --locked --quiet --bin purposegate --example bench_upstream --example mint_many --example bench_bare_proxy
@@ -126,12 +127,16 @@ spawn "$WORK/haproxy-access.log" taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg"
 PID[haproxy]=$LAST_PID
 
 bench_policy
-start_pg() { # $1 name, $2 fsync policy, $3 extra jwt settings; sets PORT/PID[$1]
-  start_bench_proxy "$1" "$2" "" "$3"
+start_pg() { # $1 name, $2 fsync policy, $3 extra jwt settings, $4 top-level YAML; sets PORT/PID[$1]
+  start_bench_proxy "$1" "$2" "" "$3" "${4:-}"
   PID[$1]=$PROXY_PID; PORT[$1]=$PROXY_PORT
 }
 start_pg pg-batch batch ""
 start_pg pg-never never ""
+# The same as pg-batch on tokio's multi-thread runtime with one worker
+# (`worker_threads: 1`), against the default on one CPU: one current-thread
+# runtime.
+start_pg pg-mt batch "" "worker_threads: 1"
 # Every token unique: a cache of one entry guarantees that no cycled token is
 # ever found there (each request still pays the lookup and the insert).
 start_pg pg-unique batch ", cache_max_entries: 1"
@@ -147,7 +152,7 @@ expect() { # $1 target, $2 label, $3 token, $4 want ("200" or "refused")
 }
 echo "sanity checks:" >&2
 for t in direct nginx bare; do expect "$t" "valid token" "$TOKEN" 200; done
-for t in haproxy pg-batch pg-never pg-unique; do
+for t in haproxy pg-batch pg-never pg-mt pg-unique; do
   expect "$t" "valid token" "$TOKEN" 200
   expect "$t" "no token" "" refused
   expect "$t" "wrong signature" "$BAD_SIG" refused
@@ -205,7 +210,7 @@ print(t, s, rps, p50, p99, reqs, bad, errs, f"{us(dc):.2f}", rss, f"{us(du):.2f}
 PY
   echo "  round $r: $t $2: $rps req/s, p50 $p50 ms, CPU 1 busy outside proxy+upstream $(tail -n1 "$RESULTS" | cut -d' ' -f12)%" >&2
 }
-TARGETS=(direct nginx bare haproxy pg-batch pg-never)
+TARGETS=(direct nginx bare haproxy pg-batch pg-never pg-mt)
 echo "warm-up ..." >&2
 for t in "${TARGETS[@]}" pg-unique; do r=0 measure "$t" c64 1 warmup; done
 START=$(date +%s)

@@ -30,6 +30,7 @@ NAMES = {
     "haproxy": "HAProxy 2.6 jwt_verify RS256 + ACLs + log",
     "pg-batch": "purposegate, fsync batch",
     "pg-never": "purposegate, fsync never",
+    "pg-mt": "purposegate, fsync batch, multi-thread runtime (1 worker)",
     "pg-unique": "purposegate, fsync batch, cache 1 entry",
 }
 SCEN = {"c64": "64 conns", "c1": "1 conn", "u64": "64 conns, every token unique"}
@@ -117,7 +118,8 @@ print("Other req/s ratios: " + ", ".join(
     f"{a} ÷ {b} ({SCEN[s]}): {fmt(ratio(med(a, s, 'rps'), med(b, s, 'rps')), 2)}×"
     for a, s, b in [("pg-batch", "c64", "direct"), ("nginx", "c64", "direct"), ("haproxy", "c64", "direct"),
                     ("bare", "c64", "nginx"), ("pg-batch", "c64", "bare"), ("pg-never", "c64", "bare"),
-                    ("pg-batch", "c1", "direct"), ("pg-never", "c1", "nginx")]))
+                    ("pg-batch", "c1", "direct"), ("pg-never", "c1", "nginx"),
+                    ("pg-batch", "c64", "pg-mt"), ("pg-batch", "c1", "pg-mt")]))
 bare_cpu, pg_cpu = med("bare", "c64", "cpu"), med(pg, "c64", "cpu")
 if bare_cpu is not None and pg_cpu is not None:
     print()

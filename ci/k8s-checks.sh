@@ -5,7 +5,7 @@
 # values.schema.json, the dashboard and the rendered example against the
 # templates (ci/check_k8s.py), promtool on the alert rules, and helm
 # lint/template when a helm binary exists.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
 out=target/k8s
@@ -28,7 +28,12 @@ if ! have_tools "$py"; then
 fi
 kv() { "$py" -m kubernetes_validate --strict --quiet "$@"; }
 
-pg() { cargo run --locked --quiet -- "$@"; }
+# Build first with its output visible: a build failure must not hide in the
+# inject logs below. Any failing step prints those logs before exiting.
+cargo build --locked --quiet --bin purposegate
+bin="${CARGO_TARGET_DIR:-target}/debug/purposegate"
+pg() { "$bin" "$@"; }
+trap 'rc=$?; echo "ci/k8s-checks.sh failed (exit $rc) at line $LINENO" >&2; for f in "$out"/*.log; do [ -s "$f" ] && { echo "--- $f" >&2; cat "$f" >&2; }; done; exit $rc' ERR
 input=examples/k8s/store-deployment.yaml
 pg inject --all "$input" >"$out/injected.yaml" 2>"$out/inject.log"
 # With the chart's ConfigMap in the input, the ports asked for are written

@@ -1,5 +1,5 @@
 //! A minimal content store for benchmarks: answers every GET with a 1 KiB
-//! body and the CONTRACT §4 metadata headers (owner taken from the path).
+//! body and the docs/reference.md §4 metadata headers (owner taken from the path).
 //! Usage: bench_upstream 127.0.0.1:9090
 
 use std::convert::Infallible;

@@ -9,7 +9,6 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod consent;
-pub mod demo;
 pub mod files;
 pub mod fuzzing;
 pub mod inject;

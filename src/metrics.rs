@@ -1,4 +1,4 @@
-//! Prometheus metrics (CONTRACT §8) on a `prometheus-client` registry. Label
+//! Prometheus metrics (docs/reference.md §8) on a `prometheus-client` registry. Label
 //! values are bounded enums or policy-defined names, never per-person values.
 
 use prometheus_client::encoding::EncodeLabelSet;

@@ -1,4 +1,4 @@
-//! Shipping the local audit chain to PostgreSQL (CONTRACT §9), against the
+//! Shipping the local audit chain to PostgreSQL (docs/reference.md §9), against the
 //! machine's real PostgreSQL with a throwaway database per test: local logs
 //! are written in the AUDIT_CHAIN.md format (chain_start / file_start
 //! headers, rotated files `<path>.<last seq>`) with `chain::encode_body`,

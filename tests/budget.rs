@@ -1,4 +1,4 @@
-//! Access budgets (CONTRACT §11) against the local Redis (127.0.0.1:6379,
+//! Access budgets (docs/reference.md §11) against the local Redis (127.0.0.1:6379,
 //! override with PURPOSEGATE_TEST_REDIS=host:port). Two `Budgets` instances
 //! stand for two replicas sharing one Redis. Each test owns a database index
 //! (flushed first), so tests run in parallel without meeting; a cuttable TCP

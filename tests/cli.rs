@@ -383,7 +383,17 @@ fn demo_walks_through_every_purpose_and_several_denials() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(text.matches("[ok]").count(), 17, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("got ") && l.ends_with("[ok]"))
+            .count(),
+        17,
+        "{text}"
+    );
+    assert!(
+        text.contains("[ok] means"),
+        "the walkthrough says what [ok] means"
+    );
     assert!(!text.contains("UNEXPECTED"), "{text}");
     for purpose in ["abuse:", "support:", "legal:", "training:"] {
         assert!(text.contains(purpose), "{purpose} in {text}");
@@ -406,11 +416,45 @@ fn demo_walks_through_every_purpose_and_several_denials() {
         );
     }
     assert_eq!(text.matches("curl -si").count(), 17);
+    // Tokens are exported as shell variables, and the curl lines use them.
+    assert!(text.contains("export T1='ey"), "{text}");
+    assert!(text.contains("-H \"Authorization: Bearer $T1\""), "{text}");
+    assert!(
+        text.contains(&format!("files kept in {}", dir.path().display())),
+        "{text}"
+    );
     // The demo's own audit log verifies.
     let (code, out, err) = run(bin()
         .args(["audit", "verify"])
         .arg(dir.path().join("audit/audit.jsonl")));
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn the_demo_removes_its_temporary_directory_at_exit() {
+    let out = bin()
+        .args([
+            "demo",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let dir = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("files:"))
+        .map(|d| std::path::PathBuf::from(d.trim()))
+        .expect("the demo names its directory");
+    assert!(
+        text.contains(&format!("removed {}", dir.display())),
+        "{text}"
+    );
+    assert!(!dir.exists(), "{} is still there", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

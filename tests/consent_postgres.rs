@@ -1,5 +1,5 @@
 //! The PostgreSQL consent backend against the machine's real PostgreSQL (one
-//! throwaway database per test): every consent rule of CONTRACT §6 through
+//! throwaway database per test): every consent rule of docs/reference.md §6 through
 //! the proxy, NOTIFY-driven invalidation while running, the connection cut
 //! mid-run (stale answers up to the limit, then 503 `consent_unavailable`,
 //! then recovery), and the `consent migrate|import` and `policy check`

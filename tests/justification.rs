@@ -1,4 +1,4 @@
-//! The live justification check (CONTRACT §10, issue 15) against a real
+//! The live justification check (docs/reference.md §10, issue 15) against a real
 //! case service on 127.0.0.1:0 (`justification::sample::CaseService`, which
 //! records what it is asked): rules 17a–e allowed and denied through real
 //! lookups, the credential sent, percent-encoding, TTL, coalescing, stale

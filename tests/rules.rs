@@ -1,4 +1,4 @@
-//! Every CONTRACT §6 rule through the real proxy in front of a recording
+//! Every docs/reference.md §6 rule through the real proxy in front of a recording
 //! upstream: status, reason code, and whether the upstream was reached.
 
 mod common;

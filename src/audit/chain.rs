@@ -190,6 +190,46 @@ pub fn encode_raw(prev: &ChainHead, ts: &str, body: &Body) -> Result<Encoded, Ch
     })
 }
 
+/// `encode_raw` straight into `out` (the open group's buffer): no line of
+/// its own, the hash taken over the bytes in place. On error nothing is
+/// left in `out`.
+pub fn encode_raw_into(
+    prev: &ChainHead,
+    ts: &str,
+    body: &Body,
+    out: &mut Vec<u8>,
+) -> Result<ChainHead, ChainError> {
+    use std::io::Write as _;
+    let seq = prev.seq.checked_add(1).ok_or(ChainError::SeqOverflow)?;
+    let start = out.len();
+    out.extend_from_slice(b"{\"ts\":");
+    if let Err(e) = serde_json::to_writer(&mut *out, ts) {
+        out.truncate(start);
+        return Err(ChainError::Serialize(e.to_string()));
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, ",\"seq\":{seq},");
+    out.extend_from_slice(body.members());
+    out.extend_from_slice(b",\"prev_hash\":\"");
+    out.extend_from_slice(prev.hash.as_bytes());
+    // The canonical bytes end here with `"}`; the stored line goes on with the hash.
+    out.extend_from_slice(b"\"}");
+    let mut hex = [0u8; HASH_HEX_LEN];
+    if hex::encode_to_slice(Sha256::digest(&out[start..]), &mut hex).is_err() {
+        out.truncate(start);
+        return Err(ChainError::Serialize("hash".into()));
+    }
+    out.pop();
+    out.extend_from_slice(HASH_PREFIX);
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(HASH_SUFFIX);
+    out.push(b'\n');
+    let hash = std::str::from_utf8(&hex)
+        .map(str::to_owned)
+        .unwrap_or_default();
+    Ok(ChainHead { seq, hash })
+}
+
 /// The chain fields of one line, as read back from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedLine {
@@ -421,6 +461,12 @@ mod tests {
         let a2 = encode(&a.head, ts, &event("r2")).unwrap();
         let b2 = encode_raw(&b.head, ts, &Body::new(&event("r2")).unwrap()).unwrap();
         assert_eq!(a2.line, b2.line);
+        // Into a buffer that already holds a line: the same bytes after it.
+        let mut buf = a.line.clone();
+        let head =
+            encode_raw_into(&a.head, ts, &Body::new(&event("r2")).unwrap(), &mut buf).unwrap();
+        assert_eq!(head, a2.head);
+        assert_eq!(&buf[a.line.len()..], &a2.line[..]);
         assert!(Body::new(&1u8).is_err());
     }
 

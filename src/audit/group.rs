@@ -233,10 +233,13 @@ impl State {
             return Err(AuditError::Closed);
         }
         self.chain_prefix();
-        let ts = self.timestamp().to_string();
-        let enc = chain::encode_raw(&self.head, &ts, body)
+        self.timestamp();
+        // Chained straight into the buffer (no line of its own to copy).
+        let head = chain::encode_raw_into(&self.head, &self.ts.1, body, &mut self.buf)
             .map_err(|e| AuditError::Encode(e.to_string()))?;
-        self.push_line(enc);
+        self.head = head;
+        self.buf_lines += 1;
+        self.since_checkpoint += 1;
         self.buf_records += 1;
         let seq = self.head.seq;
         if self

@@ -1,4 +1,4 @@
-//! The audit trail (CONTRACT §7): the record the proxy supplies (`record`), the
+//! The audit trail (docs/reference.md §7): the record the proxy supplies (`record`), the
 //! canonical encoding and SHA-256 hash chain shared by writer and verifier
 //! (`chain`), the single writer thread with group commit (`writer`, on top of
 //! `target`, `recover` and `rotate`), signed checkpoints and their keys

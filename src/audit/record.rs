@@ -24,7 +24,7 @@ pub enum DecisionKind {
     Deny,
 }
 
-/// One audit event (CONTRACT §7). Never holds the token or any content.
+/// One audit event (docs/reference.md §7). Never holds the token or any content.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct AuditEvent {
     pub request_id: String,

@@ -43,7 +43,7 @@ use crate::config::AuditConfig;
 /// (backpressure when the disk falls behind).
 const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 
-/// Metrics the sink updates (CONTRACT §8).
+/// Metrics the sink updates (docs/reference.md §8).
 #[derive(Clone, Default)]
 pub struct AuditCounters {
     /// `purposegate_audit_records_total`: records written.

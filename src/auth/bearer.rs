@@ -1,4 +1,4 @@
-//! Finding the bearer token in a request (CONTRACT §6 rule 3). Only the
+//! Finding the bearer token in a request (docs/reference.md §6 rule 3). Only the
 //! `Authorization` header counts: tokens in query strings or cookies leak
 //! into logs and caches, so they are never looked at.
 

@@ -1,4 +1,4 @@
-//! Authentication: bearer extraction (CONTRACT §6 rule 3), key sets (JWKS
+//! Authentication: bearer extraction (docs/reference.md §6 rule 3), key sets (JWKS
 //! file, HS256 secret), JWT verification (rule 4) and the verified-token
 //! cache, producing `Claims`. Also dev tooling: minting tokens and generating
 //! dev keys (`mint`).

@@ -1,5 +1,5 @@
 //! The registered claims of a signature-checked payload: `iss`, `aud`, `exp`,
-//! `iat`, `nbf` and the lifetime bound (CONTRACT §6 rule 4). Checked here
+//! `iat`, `nbf` and the lifetime bound (docs/reference.md §6 rule 4). Checked here
 //! rather than by `jsonwebtoken::Validation` so that `now` comes from the
 //! caller (tests, `explain`) and the clock is never read during verification.
 //! These claims are never renamed by the `claims:` config section: they are

@@ -1,4 +1,4 @@
-//! The `budgets:` config section (CONTRACT §11): raw YAML shape and its
+//! The `budgets:` config section (docs/reference.md §11): raw YAML shape and its
 //! validation into `BudgetsConfig`. Kept out of `config.rs` so that the
 //! shared config file only gains a field. As for the audit database, the
 //! Redis password never comes from the config file: a URL embedding one is

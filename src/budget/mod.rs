@@ -1,4 +1,4 @@
-//! Per-employee access budgets shared by every replica (CONTRACT §11, rule
+//! Per-employee access budgets shared by every replica (docs/reference.md §11, rule
 //! 18): how many distinct owners' content, or how many requests, one employee
 //! (`sub`) may read for one purpose in a window, counted in Redis so that all
 //! replicas sharing it see one count.

@@ -1,7 +1,7 @@
 //! What a budget check found, and the pure functions built on it: `evaluate`
 //! (the decision the Lua script makes, for `peek` and for `policy test` cases
 //! that state usage inline), `rule18` (an outcome as allow / deny with the
-//! CONTRACT §11 reason codes and a trace detail) and `audit_facts` (the usage
+//! docs/reference.md §11 reason codes and a trace detail) and `audit_facts` (the usage
 //! and limits at decision time, for the audit record). No I/O here.
 
 use std::time::Duration;
@@ -147,7 +147,7 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Rule 18's verdict on an outcome. The reason codes are CONTRACT §11's;
+/// Rule 18's verdict on an outcome. The reason codes are docs/reference.md §11's;
 /// the caller maps them onto its `Reason` and rule table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetVerdict {

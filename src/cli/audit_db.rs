@@ -1,5 +1,5 @@
 //! `purposegate audit migrate | verify --postgres | report | ship`: the
-//! central audit database (CONTRACT §9). Each command runs on a
+//! central audit database (docs/reference.md §9). Each command runs on a
 //! single-threaded runtime of its own and one connection.
 //!
 //! The password never travels on the command line: `--postgres` URLs that

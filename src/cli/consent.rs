@@ -19,7 +19,7 @@ pub enum ConsentCommand {
         #[arg(long, env = "PURPOSEGATE_CONFIG")]
         config: PathBuf,
     },
-    /// Load a consent file (CONTRACT §5 YAML) into the consent database in one transaction;
+    /// Load a consent file (docs/reference.md §5 YAML) into the consent database in one transaction;
     /// users and orgs it names get exactly its records, others are left alone.
     Import {
         /// Config file with a `consent:` (PostgreSQL) section.

@@ -1,4 +1,4 @@
-//! The command line (CONTRACT §1). Each command is a thin call into the
+//! The command line (docs/reference.md §1). Each command is a thin call into the
 //! modules that own the work; this file only parses arguments and prints.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 mod audit_db;
 mod certs;
 mod consent;
+pub mod demo;
 mod explain;
 mod inject;
 mod token;
@@ -75,7 +76,7 @@ pub enum CertsCommand {
 
 #[derive(Args)]
 pub struct ConfigArg {
-    /// The config file (YAML, CONTRACT §2).
+    /// The config file (YAML, docs/reference.md §2).
     #[arg(long, env = "PURPOSEGATE_CONFIG")]
     pub config: PathBuf,
 }
@@ -276,7 +277,7 @@ fn restore_sigpipe() {
 #[cfg(not(unix))]
 fn restore_sigpipe() {}
 
-/// Runs the parsed command; the exit code follows CONTRACT §1.
+/// Runs the parsed command; the exit code follows docs/reference.md §1.
 pub fn run(cli: Cli) -> ExitCode {
     if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
         // A report piped into `head` ends quietly, as other Unix tools do,
@@ -286,7 +287,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     match cli.command {
         Command::Serve(a) => serve(&a.config),
-        Command::Demo(a) => crate::demo::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Policy(PolicyCommand::Check { config }) => policy_check(&config),
         Command::Policy(PolicyCommand::Test { dir, config }) => {
             policy_test(&dir, config.as_deref())
@@ -328,17 +329,29 @@ pub fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 /// The runtime `serve` runs on (`worker_threads`, see docs/configuration.md).
 fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    match worker_threads {
-        Some(0) => tokio::runtime::Builder::new_current_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match worker_threads_for(worker_threads, cpus) {
+        0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
+        n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()
             .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+    }
+}
+
+/// Worker threads for `serve` (0: one current-thread runtime). Unset, a
+/// process that may use one CPU (its affinity mask or cgroup quota, as a
+/// sidecar limited to one core) runs current-thread: on one CPU the
+/// multi-thread scheduler's hand-offs cost more than they give (bench/peers.sh
+/// `pg-ct`: 1.16x the requests at 64 connections); with more CPUs, one worker
+/// per CPU.
+fn worker_threads_for(configured: Option<usize>, cpus: usize) -> usize {
+    match configured {
+        Some(n) => n,
+        None if cpus <= 1 => 0,
+        None => cpus,
     }
 }
 
@@ -563,5 +576,18 @@ fn audit_keygen(out: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::worker_threads_for;
+
+    #[test]
+    fn one_cpu_runs_current_thread_unless_configured() {
+        assert_eq!(worker_threads_for(None, 1), 0);
+        assert_eq!(worker_threads_for(None, 4), 4);
+        assert_eq!(worker_threads_for(Some(2), 1), 2);
+        assert_eq!(worker_threads_for(Some(0), 8), 0);
     }
 }

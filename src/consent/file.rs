@@ -1,4 +1,4 @@
-//! The file consent backend: a CONTRACT §5 YAML file, validated with line
+//! The file consent backend: a docs/reference.md §5 YAML file, validated with line
 //! numbers, compiled into hash maps and swapped atomically on reload.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +20,7 @@ pub struct ConsentData {
     pub orgs: HashMap<String, Arc<OrgConsent>>,
 }
 
-/// The CONTRACT §5 YAML shape, before validation. Public so that other
+/// The docs/reference.md §5 YAML shape, before validation. Public so that other
 /// documents embedding a registry (decision test cases) parse it identically.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! migrations shipped in `migrations/` (embedded, applied in order, each in
 //! its own transaction under an advisory lock, recorded in
 //! `schema_migrations`, so running them again changes nothing), and the import
-//! of a CONTRACT §5 consent file in one transaction.
+//! of a docs/reference.md §5 consent file in one transaction.
 
 use tokio_postgres::Client;
 

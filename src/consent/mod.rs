@@ -1,4 +1,4 @@
-//! Consent facts (CONTRACT §5): training opt-out periods and deletion requests
+//! Consent facts (docs/reference.md §5): training opt-out periods and deletion requests
 //! per user, API-training opt-in periods per org. The `ConsentStore` trait is
 //! what the proxy asks; `file` is the embedded YAML backend, `postgres` the
 //! PostgreSQL one (with `cache`, `coalesce`, `postgres_listen`, `pg_config`,

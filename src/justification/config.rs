@@ -1,4 +1,4 @@
-//! The `justifications:` config section (CONTRACT §10): raw YAML shape and
+//! The `justifications:` config section (docs/reference.md §10): raw YAML shape and
 //! its validation into `JustificationsConfig`, plus which purposes the check
 //! covers. Kept out of `config.rs` so that the shared config file only gains
 //! a field.

@@ -1,4 +1,4 @@
-//! The live justification check (CONTRACT §10, rules 17a–e): the justification
+//! The live justification check (docs/reference.md §10, rules 17a–e): the justification
 //! a token names (`case_id`, `ticket_id`, `matter_id`) is looked up in the
 //! system of record before the store is contacted.
 //!

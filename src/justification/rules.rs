@@ -1,4 +1,4 @@
-//! Rules 17a–e of CONTRACT §10 as pure functions over a looked-up answer: no
+//! Rules 17a–e of docs/reference.md §10 as pure functions over a looked-up answer: no
 //! I/O, no clock. The rules themselves — number, name, reason — are the
 //! policy's rule table (`policy::rules::JUSTIFICATION_EXISTS` …
 //! `SUPPORT_REQUESTED`); this file only says how each is checked. Checked in

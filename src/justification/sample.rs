@@ -1,4 +1,4 @@
-//! An embedded sample case service (CONTRACT §10's API) for `purposegate
+//! An embedded sample case service (docs/reference.md §10's API) for `purposegate
 //! demo` and for tests: a small hyper server on a given listener answering
 //! `GET /v1/justifications/{kind}/{id}` from an in-memory map. It records
 //! every request it gets (path as received, decoded kind and id, the

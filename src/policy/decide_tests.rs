@@ -1,7 +1,7 @@
 //! Table-driven unit tests of `decide`: every reason code of rules 1-16 can be
 //! produced, every purpose has an allowed read, and the consent boundaries
 //! (opt-out going forward, closed periods, legal hold, API opt-in windows)
-//! fall where CONTRACT §5-6 put them.
+//! fall where docs/reference.md §5-6 put them.
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::routes::RouteTable;
 
-/// What a purpose requires (CONTRACT §6 rules 9-16).
+/// What a purpose requires (docs/reference.md §6 rules 9-16).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PurposeRule {
     pub name: String,

@@ -5,7 +5,7 @@
 //!
 //! ```yaml
 //! now: "2026-11-29T12:00:00Z"        # optional clock for the file's cases
-//! consent: {users: {}, orgs: {}}     # optional CONTRACT §5 registry for the file
+//! consent: {users: {}, orgs: {}}     # optional docs/reference.md §5 registry for the file
 //! cases:
 //!   - name: support agent reads the conversation of the user who asked
 //!     request: {method: GET, path: /v1/users/u1/conversations/c1}
@@ -108,7 +108,7 @@ pub enum TokenSpec {
     Claims(Claims),
 }
 
-/// Owned response metadata (CONTRACT §4) of a case.
+/// Owned response metadata (docs/reference.md §4) of a case.
 #[derive(Debug, Clone, Default)]
 pub struct MetaSpec {
     pub status: u16,

@@ -277,7 +277,7 @@ async fn pipeline(
     )?;
     rec.contacted = true;
     let upstream_started = Instant::now();
-    let sent = upstream.send(upstream_req).await;
+    let sent = upstream.send(upstream_req).await.map_err(upstream_failed);
     app.metrics
         .upstream_duration
         .observe(upstream_started.elapsed().as_secs_f64());
@@ -321,6 +321,13 @@ fn check_uri_length(app: &App, uri: &http::Uri) -> Result<(), Reason> {
     Ok(())
 }
 
+/// The reason an upstream failure is answered with; logged here, inside the
+/// request's span, so the warning names its request.
+fn upstream_failed(e: crate::upstream::UpstreamError) -> Reason {
+    tracing::warn!(error = %e, "upstream request failed");
+    e.reason()
+}
+
 /// Builds the request to the upstream: same method, path and query, no
 /// body, headers cleaned and identity added.
 fn forward_request(
@@ -330,7 +337,9 @@ fn forward_request(
     request_id: &str,
     client: &ClientConn,
 ) -> Result<Request<ForwardBody>, Reason> {
-    parts.uri = upstream.uri(parts.uri.path_and_query().cloned())?;
+    parts.uri = upstream
+        .uri(parts.uri.path_and_query().cloned())
+        .map_err(upstream_failed)?;
     parts.version = http::Version::HTTP_11;
     let purpose = claims.purpose.as_deref().unwrap_or_default();
     headers::for_upstream(

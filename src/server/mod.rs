@@ -285,10 +285,7 @@ impl Accepted {
         };
         let http = self
             .builder
-            .serve_connection(
-                TokioIo::new(conn::Tracked::new(io, activity.clone())),
-                service,
-            )
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let http = self.watcher.watch(http);
         tokio::select! {

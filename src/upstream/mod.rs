@@ -33,6 +33,38 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::policy::Reason;
 
+/// Why a request did not get a response head from its store. The proxy
+/// maps it to a reason code (`reason`) and logs it with the request's span.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to the store timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("connecting to the store failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("the HTTP handshake with the store failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("the store did not answer the request: {0}")]
+    Request(#[source] hyper::Error),
+    #[error("the request to the store failed: {0}")]
+    Client(#[source] hyper_util::client::legacy::Error),
+    #[error("no response head from the store within {0:?}")]
+    Timeout(Duration),
+    #[error("{0} requests to the store are in flight already (upstream max_connections)")]
+    ConnectionLimit(usize),
+    #[error("the request URI for the store cannot be built: {0}")]
+    Uri(#[source] http::uri::InvalidUriParts),
+}
+
+impl UpstreamError {
+    /// The reason code a client is answered with.
+    pub fn reason(&self) -> Reason {
+        match self {
+            UpstreamError::Timeout(_) => Reason::UpstreamTimeout,
+            _ => Reason::UpstreamUnavailable,
+        }
+    }
+}
+
 type Pool = Client<HttpsConnector<HttpConnector>, ForwardBody>;
 
 /// How requests reach one upstream.
@@ -149,7 +181,7 @@ impl Upstream {
     /// upstream: origin-form on a pooled connection, absolute for the
     /// client (which picks its connection by it). The already parsed path
     /// is reused, not parsed again.
-    pub fn uri(&self, path_and_query: Option<PathAndQuery>) -> Result<Uri, Reason> {
+    pub fn uri(&self, path_and_query: Option<PathAndQuery>) -> Result<Uri, UpstreamError> {
         let mut parts = uri::Parts::default();
         if let Transport::Tls(_) = self.transport {
             parts.scheme = Some(self.scheme.clone());
@@ -157,10 +189,7 @@ impl Upstream {
         }
         parts.path_and_query =
             Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
-        Uri::from_parts(parts).map_err(|e| {
-            tracing::warn!(error = %e, "cannot build the upstream URI");
-            Reason::UpstreamUnavailable
-        })
+        Uri::from_parts(parts).map_err(UpstreamError::Uri)
     }
 
     pub fn host_header(&self) -> &HeaderValue {
@@ -172,37 +201,31 @@ impl Upstream {
     /// within the response timeout is `upstream_timeout`. When
     /// `max_connections` requests are already in flight, a request waits for
     /// one to finish up to the connect timeout, then is `upstream_unavailable`.
-    pub async fn send(&self, req: Request<ForwardBody>) -> Result<Response<UpstreamBody>, Reason> {
+    pub async fn send(
+        &self,
+        req: Request<ForwardBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let permit = match self.in_flight.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 let wait = self.in_flight.clone().acquire_owned();
                 match tokio::time::timeout(self.config.connect_timeout, wait).await {
                     Ok(Ok(p)) => p,
-                    _ => {
-                        tracing::warn!(
-                            max_connections = self.config.max_connections,
-                            "upstream connection limit reached"
-                        );
-                        return Err(Reason::UpstreamUnavailable);
-                    }
+                    _ => return Err(UpstreamError::ConnectionLimit(self.config.max_connections)),
                 }
             }
         };
         let limit = self.response_timeout;
         match &self.transport {
             Transport::Plain(pool) => match tokio::time::timeout(limit, pool.send(req)).await {
-                Err(_) => Err(Reason::UpstreamTimeout),
+                Err(_) => Err(UpstreamError::Timeout(limit)),
                 Ok(sent) => sent.map(|resp| resp.map(|b| UpstreamBody::pooled(b, permit))),
             },
             Transport::Tls(client) => {
                 let client = client.load_full();
                 match tokio::time::timeout(limit, client.request(req)).await {
-                    Err(_) => Err(Reason::UpstreamTimeout),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
-                        Err(Reason::UpstreamUnavailable)
-                    }
+                    Err(_) => Err(UpstreamError::Timeout(limit)),
+                    Ok(Err(e)) => Err(UpstreamError::Client(e)),
                     Ok(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::client(b, permit))),
                 }
             }

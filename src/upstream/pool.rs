@@ -27,7 +27,7 @@ use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::policy::Reason;
+use super::UpstreamError;
 
 /// How long an idle connection may wait in the pool before it is closed
 /// (also the TLS client's setting).
@@ -97,7 +97,7 @@ impl ConnPool {
     pub async fn send(
         self: &Arc<Self>,
         req: Request<ForwardBody>,
-    ) -> Result<Response<PooledBody>, Reason> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         let mut req = req;
         loop {
             let (mut conn, reused) = match self.checkout().await {
@@ -115,10 +115,7 @@ impl ConnPool {
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send again, on a fresh connection.
                     Some(again) if reused => req = again,
-                    _ => {
-                        tracing::warn!(error = %e.error(), "upstream request failed");
-                        return Err(Reason::UpstreamUnavailable);
-                    }
+                    _ => return Err(UpstreamError::Request(e.into_error())),
                 },
             }
         }
@@ -182,14 +179,11 @@ impl ConnPool {
         }
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, Reason> {
+    async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| Reason::UpstreamUnavailable)?
-            .map_err(|e| {
-                tracing::warn!(error = %e, "upstream connect failed");
-                Reason::UpstreamUnavailable
-            })?;
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         // hyper's floor for the read buffer is 8 KiB.
         let (tx, io) = http1::Builder::new()
@@ -197,10 +191,7 @@ impl ConnPool {
             .max_headers(200)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "upstream handshake failed");
-                Reason::UpstreamUnavailable
-            })?;
+            .map_err(UpstreamError::Handshake)?;
         Ok(Box::new(Conn { tx, io }))
     }
 }
@@ -322,9 +313,8 @@ mod tests {
             .unwrap()
             .port();
         let pool = ConnPool::new(format!("127.0.0.1:{port}"), Duration::from_millis(500));
-        assert!(matches!(
-            pool.connect().await,
-            Err(Reason::UpstreamUnavailable)
-        ));
+        let err = pool.connect().await.err().unwrap();
+        assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
+        assert_eq!(err.reason(), crate::upstream::Reason::UpstreamUnavailable);
     }
 }

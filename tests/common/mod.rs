@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 pub const ISSUER: &str = "https://idp.test";
 pub const AUDIENCE: &str = "purposegate";
 
-/// The consent registry the tests run against (CONTRACT §5 example + more).
+/// The consent registry the tests run against (docs/reference.md §5 example + more).
 pub const CONSENT: &str = r#"
 users:
   u2:

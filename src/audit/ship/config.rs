@@ -1,4 +1,4 @@
-//! The `audit.ship` config section (CONTRACT §9): where the central
+//! The `audit.ship` config section (docs/reference.md §9): where the central
 //! PostgreSQL database is, where its password comes from (never the config
 //! file: a URL that embeds one is refused), the `instance` name of this
 //! replica, and the shipper's batching and retry settings.

@@ -1,4 +1,4 @@
-//! The audit trail beyond the pod (CONTRACT §9): the shipper copies every
+//! The audit trail beyond the pod (docs/reference.md §9): the shipper copies every
 //! durable record of the local chain into the central PostgreSQL table
 //! `audit_records` — at least once, stored exactly once — and deletes a
 //! rotated file once all its records are stored. Auditors then verify and
@@ -51,7 +51,7 @@ const ERROR_KINDS: [&str; 7] = [
     "database", "refused", "chain", "conflict", "io", "readback", "delete",
 ];
 
-/// The shipper's metrics (CONTRACT §9). Cheap to clone.
+/// The shipper's metrics (docs/reference.md §9). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct ShipMetrics {
     /// `purposegate_audit_ship_lag_records`: durable local records not yet

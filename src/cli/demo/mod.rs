@@ -27,9 +27,9 @@ use crate::justification::sample::{
 };
 
 /// The shipped default policy, embedded so the demo needs no checkout.
-pub const DEFAULT_POLICY: &str = include_str!("../../policies/policy.yaml");
-/// The CONTRACT §5 example registry, matching the sample store's users.
-pub const DEMO_CONSENT: &str = r#"# Demo consent registry (CONTRACT §5).
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/policy.yaml");
+/// The docs/reference.md §5 example registry, matching the sample store's users.
+pub const DEMO_CONSENT: &str = r#"# Demo consent registry (docs/reference.md §5).
 users:
   u2:
     training_opt_outs: [{from: "2026-03-01T00:00:00Z"}]     # opted out; applies going forward only
@@ -327,6 +327,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     println!("purposegate demo\n  proxy:   http://{}\n  admin:   http://{}/metrics  /healthz  /readyz\n  store:   http://{store} (sample content store; reach it only through the proxy)\n  cases:   http://{} (sample case service: tickets, cases and matters the proxy checks justifications against)\n  files:   {}\n", running.addr, running.admin_addr, cases.addr(), dir.display());
+    println!("Each step shows the answer the proxy gave; [ok] means it is the answer the walkthrough\nexpects (the allowed read, or the named denial). Paste the export and curl lines to replay one.\n");
     let mut denials = 0;
     for (i, step) in steps().iter().enumerate() {
         let token = step.token.as_ref().map(|t| mint_for(&key, t)).transpose()?;
@@ -343,19 +344,35 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         } else {
             "UNEXPECTED"
         };
+        let var = format!("T{}", i + 1);
+        let export = match &token {
+            Some(t) => format!("export {var}='{t}'\n    "),
+            None => String::new(),
+        };
         println!(
-            "{:>2}. {}\n    got {got} [{mark}]\n    {}\n",
+            "{:>2}. {}\n    got {got} [{mark}]\n    {export}{}\n",
             i + 1,
             step.title,
-            curl(running.addr, step, token.as_deref())
+            curl(running.addr, step, token.as_ref().map(|_| var.as_str()))
         );
     }
     println!("{denials} denials shown. Audit log: {}\n  verify it: purposegate audit verify {}\n  explain a decision: purposegate explain --config {} --token <TOKEN> GET <PATH>\n", dir.join("audit/audit.jsonl").display(), dir.join("audit/audit.jsonl").display(), config_path.display());
+    let keep = args.dir.is_some();
     if !args.once {
-        println!("Serving until Ctrl-C (tokens above are valid for an hour).");
+        let fate = if keep {
+            "its files stay in the directory above"
+        } else {
+            "its temporary directory is removed then; pass --dir DIR to keep the files"
+        };
+        println!("Serving until Ctrl-C (tokens above are valid for an hour); {fate}.");
         crate::server::shutdown_signal().await;
     }
     running.shutdown().await;
+    if keep {
+        println!("files kept in {}", dir.display());
+    } else if std::fs::remove_dir_all(&dir).is_ok() {
+        println!("removed {}", dir.display());
+    }
     Ok(())
 }
 
@@ -387,13 +404,15 @@ fn mint_for(key: &DevKey, t: &Token) -> Result<String, String> {
     mint(&req).map_err(|e| e.to_string())
 }
 
-fn curl(addr: SocketAddr, step: &Step, token: Option<&str>) -> String {
+/// The step's curl line; `token_var` names the shell variable holding the
+/// token (exported on the line before), so the line stays short and editable.
+fn curl(addr: SocketAddr, step: &Step, token_var: Option<&str>) -> String {
     let mut line = String::from("curl -si");
     if step.method != Method::GET {
         line.push_str(&format!(" -X {}", step.method));
     }
-    if let Some(t) = token {
-        line.push_str(&format!(" -H 'Authorization: Bearer {t}'"));
+    if let Some(v) = token_var {
+        line.push_str(&format!(" -H \"Authorization: Bearer ${v}\""));
     }
     line.push_str(&format!(" http://{addr}{}", step.path));
     line

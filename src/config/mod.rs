@@ -1,4 +1,4 @@
-//! Configuration: the YAML file of CONTRACT §2, parsed into raw serde structs
+//! Configuration: the YAML file of docs/reference.md §2, parsed into raw serde structs
 //! and validated into `Config`. Every error names the file and, where the YAML
 //! parser knows it, the line (`file:line: message`). Relative paths are
 //! resolved against the config file's directory.
@@ -11,77 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+mod error;
 mod issuers;
+mod yaml;
+pub use error::ConfigError;
 pub use issuers::{checked_url as checked_key_url, discovery_url};
-
-/// A configuration, policy or consent error pointing at its source.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<u32>,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
-}
-
-impl ConfigError {
-    pub fn new(file: &Path, line: Option<u32>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            message: message.into(),
-        }
-    }
-
-    /// An error at the location of a spanned YAML value.
-    pub fn at<T>(file: &Path, spanned: &Spanned<T>, message: impl Into<String>) -> Self {
-        Self::new(file, line_of(spanned), message)
-    }
-}
-
-/// The 1-based line of a spanned value, when the parser recorded one.
-pub fn line_of<T>(spanned: &Spanned<T>) -> Option<u32> {
-    let line = spanned.referenced.line();
-    (line > 0).then_some(u32::try_from(line).unwrap_or(u32::MAX))
-}
-
-/// Reads a file, mapping I/O errors to a `ConfigError` naming it.
-pub fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))
-}
-
-/// Parses YAML text into `T`, turning parser errors into `file:line: message`.
-/// Unknown keys are errors wherever the target struct says `deny_unknown_fields`.
-pub fn parse_yaml<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, ConfigError> {
-    serde_saphyr::from_str::<T>(text).map_err(|e| {
-        let line = e
-            .location()
-            .map(|l| u32::try_from(l.line()).unwrap_or(u32::MAX))
-            .filter(|l| *l > 0);
-        ConfigError::new(file, line, yaml_message(&e))
-    })
-}
-
-/// The parser's message without its rendered source snippet: the first line
-/// that is not location decoration.
-fn yaml_message(e: &serde_saphyr::Error) -> String {
-    let rendered = e.to_string();
-    rendered
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("-->") && !l.starts_with('|'))
-        .map(|l| l.trim_start_matches("error: ").to_string())
-        .unwrap_or(rendered)
-}
+pub use yaml::{line_of, parse_yaml, read_file};
 
 /// How durably the audit writer persists a record before acknowledging it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -96,7 +31,7 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// JWT verification settings (CONTRACT §2 `jwt`).
+/// JWT verification settings (docs/reference.md §2 `jwt`).
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
     pub issuer: String,
@@ -199,7 +134,7 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// TLS on the client listener (CONTRACT §2 `tls`). Files are PEM; they are
+/// TLS on the client listener (docs/reference.md §2 `tls`). Files are PEM; they are
 /// re-read when they change.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
@@ -212,7 +147,7 @@ pub struct TlsConfig {
     pub client_auth: Option<ClientAuth>,
 }
 
-/// Audit sink settings (CONTRACT §2 `audit`).
+/// Audit sink settings (docs/reference.md §2 `audit`).
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub path: PathBuf,
@@ -430,7 +365,7 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// The live justification check (`justifications:`), when configured.
     pub justifications: Option<crate::justification::JustificationsConfig>,
-    /// Per-employee access budgets in Redis (`budgets:`, CONTRACT §11).
+    /// Per-employee access budgets in Redis (`budgets:`, docs/reference.md §11).
     pub budgets: Option<crate::budget::BudgetsConfig>,
 }
 

@@ -1,6 +1,6 @@
 //! The embedded sample content store used by `purposegate demo` (and the
 //! benchmarks): a small hyper server holding a few users' conversations and
-//! files, answering with the CONTRACT §4 metadata headers. For the `training`
+//! files, answering with the docs/reference.md §4 metadata headers. For the `training`
 //! purpose it serves a de-identified rendition, as a real store would.
 
 use std::collections::HashMap;
