@@ -377,6 +377,48 @@ async fn idle_connections_are_closed() {
     assert!(took.is_some(), "an idle keep-alive connection stayed open");
 }
 
+/// A store that answers a 10-byte body one byte every 100 ms.
+async fn dripping_store() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = s.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nx-content-owner: u1\r\n\r\n";
+                let _ = s.write_all(head.as_bytes()).await;
+                for b in b"0123456789" {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = s.write_all(&[*b]).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_streaming_longer_than_the_idle_timeout_is_not_cut() {
+    let mut opts = limits("  idle_timeout_ms: 300\n");
+    opts.upstream_override = Some(dripping_store().await);
+    let h = Harness::start_with(opts).await;
+    let token = h.token(&Tok::support("u1"));
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let req = http::Request::get(format!("http://{}{PATH}", h.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let started = Instant::now();
+    let body = resp.into_body().collect().await.expect("the whole body");
+    assert_eq!(&body.to_bytes()[..], b"0123456789");
+    // The body took about three idle timeouts; the connection stayed.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_cap_new_connections_are_closed_and_the_rest_served() {
     let h = Harness::start_with(limits("  max_connections: 4\n  idle_timeout_ms: 30000\n")).await;

@@ -5,7 +5,9 @@
 //! `idle_timeout` since it was accepted or its last request ended is closed
 //! — silent sockets, HTTP/2 connections left open, clients that never send
 //! a preface). Activity is noted per request, not per read or write: two
-//! clock reads per request instead of one per syscall.
+//! clock reads per request instead of one per syscall; a request counts as
+//! in flight until its response body is done, so a long download is never
+//! cut as idle.
 //! Request-head bounds and the header-read timeout (slowloris) are hyper's,
 //! configured in `builder`.
 
@@ -75,23 +77,76 @@ impl Activity {
         Some(self.base.elapsed().saturating_sub(last))
     }
 
-    /// Marks a request in flight (on the connection and in `gauge`) until
-    /// the guard is dropped — also when the client goes away mid-request.
-    pub fn request(self: &Arc<Self>, gauge: &Gauge) -> InFlight {
+    /// Marks a request in flight on the connection until the guard is
+    /// dropped: the server moves it into the response body, so a body that
+    /// streams for longer than the idle timeout keeps its connection, and
+    /// the guard also goes when the client goes away mid-request.
+    pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        gauge.inc();
-        InFlight(self.clone(), gauge.clone())
+        InFlight(self.clone())
     }
 }
 
-/// A request in flight on a connection.
-pub struct InFlight(Arc<Activity>, Gauge);
+/// A request in flight on a connection (its response body not yet done).
+pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.1.dec();
+    }
+}
+
+/// A request counted in `purposegate_requests_in_flight` until its
+/// response head is returned (or the client goes away).
+pub struct Counted(Gauge);
+
+impl Counted {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's [`InFlight`] until hyper
+    /// has sent it (or dropped it).
+    pub struct Held<B> {
+        #[pin]
+        body: B,
+        _busy: InFlight,
+    }
+}
+
+impl<B> Held<B> {
+    pub fn new(body: B, busy: InFlight) -> Self {
+        Held { body, _busy: busy }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -275,11 +275,12 @@ impl Accepted {
             let (app, activity) = (app.clone(), activity.clone());
             service_fn(move |req: hyper::Request<Incoming>| {
                 let (app, conn) = (app.clone(), conn.clone());
-                let busy = activity.request(&app.metrics.requests_in_flight);
+                let busy = activity.request();
+                let counted = conn::Counted::new(&app.metrics.requests_in_flight);
                 async move {
                     let resp = crate::proxy::handle(app, req, conn).await;
-                    drop(busy);
-                    Ok::<_, Infallible>(resp)
+                    drop(counted);
+                    Ok::<_, Infallible>(resp.map(|body| conn::Held::new(body, busy)))
                 }
             })
         };
