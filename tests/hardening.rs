@@ -377,31 +377,17 @@ async fn idle_connections_are_closed() {
     assert!(took.is_some(), "an idle keep-alive connection stayed open");
 }
 
-/// A store that answers a 10-byte body one byte every 100 ms.
-async fn dripping_store() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let _ = s.read(&mut buf).await;
-                let head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nx-content-owner: u1\r\n\r\n";
-                let _ = s.write_all(head.as_bytes()).await;
-                for b in b"0123456789" {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = s.write_all(&[*b]).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_streaming_longer_than_the_idle_timeout_is_not_cut() {
     let mut opts = limits("  idle_timeout_ms: 300\n");
-    opts.upstream_override = Some(dripping_store().await);
+    opts.upstream_override = Some(
+        raw_store_dripping(
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nx-content-owner: u1\r\n\r\n",
+            b"0123456789",
+            Some(Duration::from_millis(100)),
+        )
+        .await,
+    );
     let h = Harness::start_with(opts).await;
     let token = h.token(&Tok::support("u1"));
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
@@ -578,6 +564,15 @@ async fn identities_that_cannot_be_headers_are_invalid_tokens() {
 
 /// A store that answers with `head` and then `body`, then closes.
 async fn raw_store(head: &'static str, body: &'static [u8]) -> SocketAddr {
+    raw_store_dripping(head, body, None).await
+}
+
+/// As `raw_store`; with `drip`, the body goes one byte per `drip`.
+async fn raw_store_dripping(
+    head: &'static str,
+    body: &'static [u8],
+    drip: Option<Duration>,
+) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -586,7 +581,17 @@ async fn raw_store(head: &'static str, body: &'static [u8]) -> SocketAddr {
                 let mut buf = vec![0u8; 16 * 1024];
                 let _ = s.read(&mut buf).await;
                 let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body).await;
+                match drip {
+                    None => {
+                        let _ = s.write_all(body).await;
+                    }
+                    Some(every) => {
+                        for b in body {
+                            tokio::time::sleep(every).await;
+                            let _ = s.write_all(&[*b]).await;
+                        }
+                    }
+                }
             });
         }
     });
