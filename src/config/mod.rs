@@ -922,6 +922,40 @@ fn validate_upstream_tls(
     })
 }
 
+/// Parses a `postgres_url` of the section `name` (`consent`, `audit.ship`)
+/// and refuses what the password rules forbid: a password in the URL, and
+/// both `password_env` and `password_file` set (`at` is the section's line).
+pub fn postgres_url(
+    file: &Path,
+    name: &str,
+    url: &Spanned<String>,
+    at: Option<u32>,
+    password_env_and_file: bool,
+) -> Result<tokio_postgres::Config, ConfigError> {
+    let pg = <tokio_postgres::Config as std::str::FromStr>::from_str(&url.value).map_err(|e| {
+        ConfigError::at(
+            file,
+            url,
+            format!("{name}.postgres_url: not a PostgreSQL URL: {e}"),
+        )
+    })?;
+    if pg.get_password().is_some() {
+        return Err(ConfigError::at(
+            file,
+            url,
+            format!("{name}.postgres_url embeds a password; put it in an environment variable ({name}.password_env) or a file ({name}.password_file) instead"),
+        ));
+    }
+    if password_env_and_file {
+        return Err(ConfigError::new(
+            file,
+            at,
+            format!("{name}: set at most one of password_env and password_file"),
+        ));
+    }
+    Ok(pg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 //! never comes from the config file itself: a URL that embeds one is refused.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -78,27 +77,13 @@ impl RawPgConsent {
         let at = line_of(&section);
         let raw = section.value;
         let url = &raw.postgres_url;
-        let mut pg = tokio_postgres::Config::from_str(&url.value).map_err(|e| {
-            ConfigError::at(
-                file,
-                url,
-                format!("consent.postgres_url: not a PostgreSQL URL: {e}"),
-            )
-        })?;
-        if pg.get_password().is_some() {
-            return Err(ConfigError::at(
-                file,
-                url,
-                "consent.postgres_url embeds a password; put it in an environment variable (consent.password_env) or a file (consent.password_file) instead",
-            ));
-        }
-        if raw.password_env.is_some() && raw.password_file.is_some() {
-            return Err(ConfigError::new(
-                file,
-                at,
-                "consent: set at most one of password_env and password_file",
-            ));
-        }
+        let mut pg = crate::config::postgres_url(
+            file,
+            "consent",
+            url,
+            at,
+            raw.password_env.is_some() && raw.password_file.is_some(),
+        )?;
         let ttl = Duration::from_secs(raw.cache_ttl_seconds);
         let staleness_secs = raw.max_staleness_seconds.as_ref().map(|s| s.value);
         let staleness = Duration::from_secs(staleness_secs.unwrap_or(DEFAULT_STALENESS_SECONDS));

@@ -4,7 +4,6 @@
 //! replica, and the shipper's batching and retry settings.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -130,27 +129,13 @@ impl RawShip {
         let at = line_of(&section);
         let raw = section.value;
         let url = &raw.postgres_url;
-        let pg = tokio_postgres::Config::from_str(&url.value).map_err(|e| {
-            ConfigError::at(
-                file,
-                url,
-                format!("audit.ship.postgres_url: not a PostgreSQL URL: {e}"),
-            )
-        })?;
-        if pg.get_password().is_some() {
-            return Err(ConfigError::at(
-                file,
-                url,
-                "audit.ship.postgres_url embeds a password; put it in an environment variable (audit.ship.password_env) or a file (audit.ship.password_file) instead",
-            ));
-        }
-        if raw.password_env.is_some() && raw.password_file.is_some() {
-            return Err(ConfigError::new(
-                file,
-                at,
-                "audit.ship: set at most one of password_env and password_file",
-            ));
-        }
+        let pg = crate::config::postgres_url(
+            file,
+            "audit.ship",
+            url,
+            at,
+            raw.password_env.is_some() && raw.password_file.is_some(),
+        )?;
         if let Some(i) = &raw.instance {
             if let Some(why) = instance_problem(i.value.trim()) {
                 return Err(ConfigError::at(
