@@ -461,6 +461,35 @@ async fn checkpoints_every_n_records_and_at_flush() {
     );
 }
 
+#[tokio::test]
+async fn a_flush_leaves_no_unsigned_tail_even_when_its_write_fills_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = checkpoint_config(dir.path(), None, None);
+    cfg.rotate_bytes = Some(4096);
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    let key = public_key(dir.path());
+    let mut sealed_by_flush = 0;
+    // Each round adds a record and the flush's checkpoint, so the file
+    // fills up at every position; where the checkpoint's own write fills
+    // it, the rotation's `file_start` must be sealed before the flush
+    // returns.
+    for i in 0..40 {
+        sink.record(&event(format!("r{i}"))).await.unwrap();
+        sink.flush().await.unwrap();
+        let mut all = super::rotate::rotated_files(&cfg.path).unwrap();
+        all.push(cfg.path.clone());
+        let r = super::verify::verify_files_with(&all, Some(&key)).unwrap();
+        assert_eq!(r.unsigned_tail, 0, "round {i}");
+        let live = lines(&cfg.path);
+        let filled_by_checkpoint =
+            all.len() >= 2 && lines(&all[all.len() - 2]).last().unwrap()["event"] == "checkpoint";
+        if live.len() == 2 && live[0]["event"] == "file_start" && filled_by_checkpoint {
+            sealed_by_flush += 1;
+        }
+    }
+    assert!(sealed_by_flush >= 1, "no flush filled a file");
+}
+
 /// Polls `f` every 50 ms for up to 5 s.
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..100 {

@@ -164,6 +164,14 @@ impl Writer {
             } else {
                 self.spare = group.buf;
             }
+            if !flushes.is_empty() {
+                // A rotation that the write made due happens before the
+                // flush is answered, and the new file's `file_start` is
+                // sealed too: the flush's checkpoint stays the tail's last
+                // record (a shutdown leaves no unsigned tail).
+                self.after_write();
+                self.seal();
+            }
             if (tick || !flushes.is_empty() || closing) && self.dirty {
                 self.sync_now("fsync of unwaited records");
             }
@@ -343,6 +351,22 @@ impl Writer {
         });
         for f in flushes {
             let _ = f.send(result.clone());
+        }
+    }
+
+    /// Chains and writes a checkpoint over records not yet covered by one
+    /// (none without a signing key).
+    fn seal(&mut self) {
+        let shared = self.shared.clone();
+        let mut st = lock(&shared);
+        if st.checkpoints.is_none() || st.since_checkpoint == 0 {
+            return;
+        }
+        st.chain_prefix();
+        st.checkpoint();
+        let group = st.take(Vec::new());
+        if group.lines > 0 {
+            self.settle(group, Some(&mut st));
         }
     }
 
