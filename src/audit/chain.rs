@@ -317,7 +317,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, ChainError> {
 
 /// Returns the canonical bytes (line minus the hash field, plus `}`) and the
 /// stored hash.
-fn split_hash(line: &[u8]) -> Result<(Vec<u8>, &str), ChainError> {
+pub(crate) fn split_hash(line: &[u8]) -> Result<(Vec<u8>, &str), ChainError> {
     let tail_len = HASH_PREFIX.len() + HASH_HEX_LEN + HASH_SUFFIX.len();
     let cut = line.len().checked_sub(tail_len).ok_or(ChainError::NoHash)?;
     let (body, tail) = line.split_at(cut);

@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{oneshot, watch};
@@ -152,15 +152,33 @@ struct Inner {
     instance: String,
     /// Forwarding stops at this many local bytes (None: no bound).
     soft_bound: Option<u64>,
+    /// Disconnected once the writer thread has stopped.
+    stopped: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
+/// How long the last handle's drop waits for the writer to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for Inner {
-    /// The last handle is gone: the writer writes what is left and stops.
+    /// The last handle is gone: the writer writes what is left and stops,
+    /// and the drop waits for that (bounded by `STOP_WAIT`), so that the
+    /// files are final and unlocked once it returns: a rotation the last
+    /// write made due is done, and a sink opened next on the same path
+    /// (a restart) finds no writer still at work. At shutdown everything is
+    /// flushed already, so the wait is the thread's exit.
     fn drop(&mut self) {
         if let Ok(mut st) = self.shared.state.lock() {
             st.closed = true;
         }
         self.shared.wake.notify_one();
+        if let Ok(stopped) = self.stopped.lock() {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(STOP_WAIT)
+            {
+                tracing::error!(
+                    "audit writer did not stop within {STOP_WAIT:?} of its last handle"
+                );
+            }
+        }
     }
 }
 
@@ -257,9 +275,15 @@ impl AuditSink {
             spare: Vec::with_capacity(64 * 1024),
         };
         writer.start()?;
+        // Disconnects when the thread ends (its files closed, its lock
+        // released): what the last handle's drop waits for.
+        let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                writer.run();
+                drop(stopped_tx);
+            })
             .map_err(|e| AuditError::Io(format!("cannot start audit writer thread: {e}")))?;
         Ok(AuditSink {
             inner: Arc::new(Inner {
@@ -272,6 +296,7 @@ impl AuditSink {
                 soft_bound: cfg
                     .max_local_bytes
                     .map(|max| max.saturating_sub(bound_margin(max))),
+                stopped: Mutex::new(stopped),
             }),
         })
     }

@@ -6,6 +6,7 @@
 //! the record.
 
 use std::borrow::Cow;
+use std::io::Write;
 
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
@@ -82,8 +83,14 @@ impl Refusal {
 }
 
 /// The fields read for the columns; everything else stays in `record` only.
+/// `seq` and `prev_hash` are read in the same pass when a line is shipped
+/// (one JSON parse per record; `columns_of` ignores them).
 #[derive(Deserialize)]
 struct Fields<'a> {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default, borrow)]
+    prev_hash: Option<Cow<'a, str>>,
     #[serde(borrow)]
     ts: Cow<'a, str>,
     #[serde(default, borrow)]
@@ -142,8 +149,16 @@ pub fn ts_micros(ts: &str) -> Option<i64> {
 
 /// Reads the columns of a line whose hash is already checked.
 pub fn columns_of(line: &str) -> Result<(String, Columns), Refusal> {
-    let f: Fields = serde_json::from_str(line).map_err(|e| Refusal::Unreadable(e.to_string()))?;
-    let cols = Columns {
+    let f = fields(line)?;
+    Ok((f.ts.to_string(), columns(&f)))
+}
+
+fn fields(text: &str) -> Result<Fields<'_>, Refusal> {
+    serde_json::from_str(text).map_err(|e| Refusal::Unreadable(e.to_string()))
+}
+
+fn columns(f: &Fields<'_>) -> Columns {
+    Columns {
         event: col(&f.event),
         request_id: col(&f.request_id),
         decision: col(&f.decision),
@@ -155,48 +170,69 @@ pub fn columns_of(line: &str) -> Result<(String, Columns), Refusal> {
         route: col(&f.route),
         status: f.status.and_then(|s| i32::try_from(s).ok()),
         chain: col(&f.chain),
-    };
-    Ok((f.ts.into_owned(), cols))
+    }
 }
 
-/// Checks one line (without its `\n`) and builds its row.
+/// Checks one line (without its `\n`) and builds its row: the stored hash
+/// split off, the fields read in one JSON pass over the canonical bytes,
+/// the hash re-derived from them.
 pub fn parse(line: &[u8]) -> Result<Row, Refusal> {
-    let parsed = chain::parse_line(line).map_err(|e| Refusal::Unreadable(e.to_string()))?;
-    if !parsed.hash_ok() {
+    let unreadable = |e: chain::ChainError| Refusal::Unreadable(e.to_string());
+    let (canonical, hash) = chain::split_hash(line).map_err(unreadable)?;
+    let text = std::str::from_utf8(&canonical).map_err(|_| unreadable(chain::ChainError::Utf8))?;
+    let f = fields(text)?;
+    let (Some(seq), Some(prev_hash)) = (f.seq, f.prev_hash.as_deref()) else {
+        return Err(Refusal::Unreadable(
+            "a chained record has `seq` and `prev_hash`".into(),
+        ));
+    };
+    if chain::hash_hex(&canonical) != hash {
         return Err(Refusal::Modified);
     }
-    if parsed.seq == 0 || i64::try_from(parsed.seq).is_err() {
-        return Err(Refusal::BadSeq(parsed.seq));
+    if seq == 0 || i64::try_from(seq).is_err() {
+        return Err(Refusal::BadSeq(seq));
     }
-    // parse_line checked the canonical bytes as UTF-8; the hash is hex.
-    let text = std::str::from_utf8(line).map_err(|_| Refusal::Unreadable("not UTF-8".into()))?;
-    let (ts, cols) = columns_of(text)?;
-    let ts_micros = ts_micros(&ts).ok_or(Refusal::BadTs(column(&ts)))?;
+    let ts_micros = ts_micros(&f.ts).ok_or_else(|| Refusal::BadTs(column(&f.ts)))?;
+    // The line is the canonical bytes (checked as UTF-8) plus the hex hash.
+    let record = std::str::from_utf8(line)
+        .map_err(|_| unreadable(chain::ChainError::Utf8))?
+        .to_string();
     Ok(Row {
-        seq: parsed.seq,
+        seq,
         ts_micros,
-        cols,
-        record: text.to_string(),
-        hash: parsed.hash,
-        prev_hash: parsed.prev_hash,
+        cols: columns(&f),
+        record,
+        hash: hash.to_string(),
+        prev_hash: prev_hash.to_string(),
     })
 }
 
 /// `ts_micros` as PostgreSQL timestamptz input (UTC, microseconds).
 pub fn pg_timestamp(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    match OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{frac:06}+00",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => "epoch".to_string(),
+    PgTimestamp(micros).to_string()
+}
+
+/// Formats as `pg_timestamp` without a String of its own (one per shipped
+/// row otherwise).
+struct PgTimestamp(i64);
+
+impl std::fmt::Display for PgTimestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.div_euclid(1_000_000);
+        let frac = self.0.rem_euclid(1_000_000);
+        match OffsetDateTime::from_unix_timestamp(secs) {
+            Ok(t) => write!(
+                f,
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{frac:06}+00",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ),
+            Err(_) => f.write_str("epoch"),
+        }
     }
 }
 
@@ -229,10 +265,8 @@ impl Row {
     pub fn copy_line(&self, instance: &str, chain: &str, out: &mut Vec<u8>) {
         copy_opt(out, Some(instance));
         copy_opt(out, Some(chain));
-        out.extend_from_slice(self.seq.to_string().as_bytes());
-        out.push(b'\t');
-        out.extend_from_slice(pg_timestamp(self.ts_micros).as_bytes());
-        out.push(b'\t');
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}\t{}\t", self.seq, PgTimestamp(self.ts_micros));
         let c = &self.cols;
         for v in [
             &c.event,
@@ -247,10 +281,10 @@ impl Row {
         ] {
             copy_opt(out, v.as_deref());
         }
-        match c.status {
-            Some(s) => out.extend_from_slice(s.to_string().as_bytes()),
-            None => out.extend_from_slice(b"\\N"),
-        }
+        let _ = match c.status {
+            Some(s) => write!(out, "{s}"),
+            None => out.write_all(b"\\N"),
+        };
         out.push(b'\t');
         copy_text(out, &self.record);
         out.push(b'\n');
