@@ -490,6 +490,34 @@ async fn a_flush_leaves_no_unsigned_tail_even_when_its_write_fills_the_file() {
     assert!(sealed_by_flush >= 1, "no flush filled a file");
 }
 
+#[tokio::test]
+async fn after_a_flush_closing_seals_a_timed_rotation_that_came_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = checkpoint_config(dir.path(), None, None);
+    cfg.rotate_every = Some(Duration::from_millis(200));
+    let sink = AuditSink::open(&cfg, AuditCounters::default()).unwrap();
+    let key = public_key(dir.path());
+    sink.record(&event("r")).await.unwrap();
+    // As at shutdown: a flush, then (while the shipper drains) time passes.
+    sink.flush().await.unwrap();
+    let rotated = eventually(|| {
+        super::rotate::rotated_files(&cfg.path).is_ok_and(|f| !f.is_empty())
+            && lines(&cfg.path)
+                .first()
+                .is_some_and(|l| l["event"] == "file_start")
+    })
+    .await;
+    assert!(rotated, "no timed rotation after the flush");
+    drop(sink);
+    let mut all = super::rotate::rotated_files(&cfg.path).unwrap();
+    all.push(cfg.path.clone());
+    let r = super::verify::verify_files_with(&all, Some(&key)).unwrap();
+    assert_eq!(
+        r.unsigned_tail, 0,
+        "the rotation's file_start is sealed at close"
+    );
+}
+
 /// Polls `f` every 50 ms for up to 5 s.
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..100 {

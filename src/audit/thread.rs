@@ -95,6 +95,9 @@ pub(crate) struct Writer {
     /// The live file is not at its path and could not be put back yet:
     /// nothing is written until it is.
     pub misplaced: bool,
+    /// A flush has been answered (a shutdown has begun, or a caller sealed
+    /// the tail): closing seals what came after it.
+    pub flushed: bool,
     /// The buffer handed back after a group, reused for the next.
     pub spare: Vec<u8>,
 }
@@ -176,10 +179,18 @@ impl Writer {
                 self.sync_now("fsync of unwaited records");
             }
             if !flushes.is_empty() {
+                self.flushed = true;
                 self.answer(flushes);
             }
             if closing {
                 if self.state().buf.is_empty() {
+                    if self.flushed {
+                        // After a shutdown's flush, what came since (a timed
+                        // rotation's `file_start` during the shipping drain)
+                        // is sealed too. Without a flush (the sink merely
+                        // dropped) nothing is added.
+                        self.seal();
+                    }
                     break;
                 }
                 continue;

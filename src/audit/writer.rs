@@ -272,6 +272,7 @@ impl AuditSink {
             last_tick: Instant::now(),
             last_maintained: Instant::now(),
             misplaced: false,
+            flushed: false,
             spare: Vec::with_capacity(64 * 1024),
         };
         writer.start()?;
