@@ -115,6 +115,10 @@ pub(crate) struct State {
     pub outage: Option<Outage>,
     /// Records since the last checkpoint (the buffer included).
     pub since_checkpoint: u64,
+    /// Proxy records chained since the live file began (the buffer
+    /// included); after a restart 1 when the chain has records. A file
+    /// with none (only its header, checkpoints) is not rotated by age.
+    pub requests_in_file: u64,
     pub last_checkpoint: Instant,
     pub checkpoints: Option<CountCheckpoints>,
     pub flushes: Vec<oneshot::Sender<Result<(), AuditError>>>,
@@ -157,6 +161,7 @@ impl State {
             header: header.map(|h| (h, Stage::Pending)),
             outage: None,
             since_checkpoint: since,
+            requests_in_file: since,
             last_checkpoint: Instant::now(),
             checkpoints,
             flushes: Vec::new(),
@@ -240,6 +245,7 @@ impl State {
         self.head = head;
         self.buf_lines += 1;
         self.since_checkpoint += 1;
+        self.requests_in_file += 1;
         self.buf_records += 1;
         let seq = self.head.seq;
         if self

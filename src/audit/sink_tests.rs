@@ -797,6 +797,10 @@ async fn an_old_live_file_is_rotated_by_age() {
     );
     assert!(eventually(|| !try_lines(&path).is_empty()).await);
     assert_eq!(lines(&cfg.path)[0]["event"], "file_start");
+    // Idle, the new file (its header only) is not rotated again by age.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(super::rotate::rotated_files(&path).unwrap().len(), 1);
+    assert_eq!(lines(&cfg.path).len(), 1);
     let seq = sink.record(&event("new")).await.unwrap();
     let mut all = super::rotate::rotated_files(&cfg.path).unwrap();
     all.push(cfg.path.clone());

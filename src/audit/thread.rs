@@ -406,9 +406,13 @@ impl Writer {
         }
         self.recount_local();
         self.keep_reserve();
+        // A file holding no request record (only its header, or
+        // checkpoints) is not rotated by age: an idle proxy would otherwise
+        // leave a file of one header behind every `rotate_every`.
         let aged = self
             .rotate_every
-            .is_some_and(|t| self.file_started.elapsed() >= t);
+            .is_some_and(|t| self.file_started.elapsed() >= t)
+            && self.state().requests_in_file > 0;
         if aged && !self.misplaced && self.target.len().is_ok_and(|l| l > 0) {
             self.switch_file(|w| w.rotate());
         }
@@ -430,6 +434,7 @@ impl Writer {
         let Some(header) = switch(self) else {
             return;
         };
+        st.requests_in_file = 0;
         st.header = Some((header, super::group::Stage::Pending));
         st.chain_prefix();
         let group = st.take(Vec::new());
