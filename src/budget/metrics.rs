@@ -2,6 +2,9 @@
 //! result}` and `purposegate_budget_check_duration_seconds`. The purpose is
 //! a configured limit's purpose (bounded); no employee or owner labels.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,6 +25,10 @@ pub struct BudgetCheckLabels {
 pub struct BudgetMetrics {
     pub checks: Family<BudgetCheckLabels, Counter>,
     pub check_duration: Histogram,
+    /// Each configured purpose's series by `RESULTS` index, taken from the
+    /// family at registration: a check counts without building a label
+    /// set (a String) or locking the family.
+    series: Arc<HashMap<String, [Counter; 3]>>,
 }
 
 /// Every `result` value.
@@ -44,18 +51,26 @@ impl BudgetMetrics {
         registry: &mut Registry,
         purposes: impl IntoIterator<Item = &'a str>,
     ) -> BudgetMetrics {
+        let checks: Family<BudgetCheckLabels, Counter> = Family::default();
+        let series = purposes
+            .into_iter()
+            .map(|purpose| {
+                let counter = |result| {
+                    checks
+                        .get_or_create(&BudgetCheckLabels {
+                            purpose: purpose.to_string(),
+                            result,
+                        })
+                        .clone()
+                };
+                (purpose.to_string(), RESULTS.map(counter))
+            })
+            .collect();
         let m = BudgetMetrics {
-            checks: Family::default(),
+            checks,
             check_duration: Histogram::new(buckets()),
+            series: Arc::new(series),
         };
-        for purpose in purposes {
-            for result in RESULTS {
-                let _ = m.checks.get_or_create(&BudgetCheckLabels {
-                    purpose: purpose.to_string(),
-                    result,
-                });
-            }
-        }
         registry.register(
             "budget_checks",
             "Access budget checks (rule 18) by purpose and result (allowed, exceeded, unavailable)",
@@ -72,12 +87,23 @@ impl BudgetMetrics {
 
     /// Counts one check.
     pub fn observe(&self, purpose: &str, result: &'static str, seconds: f64) {
-        self.checks
-            .get_or_create(&BudgetCheckLabels {
-                purpose: purpose.to_string(),
-                result,
-            })
-            .inc();
+        let known = RESULTS.iter().position(|r| *r == result).and_then(|i| {
+            let series = self.series.get(purpose)?;
+            series.get(i)
+        });
+        match known {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.checks
+                    .get_or_create(&BudgetCheckLabels {
+                        purpose: purpose.to_string(),
+                        result,
+                    })
+                    .inc();
+            }
+        }
         self.check_duration.observe(seconds);
     }
 }
@@ -91,11 +117,15 @@ mod tests {
         let mut r = Registry::with_prefix("purposegate");
         let m = BudgetMetrics::register(&mut r, ["support", "training"]);
         m.observe("support", "exceeded", 0.002);
+        m.observe("support", "exceeded", 0.002);
+        m.observe("other", "allowed", 0.001);
         let text = crate::metrics::encode_classic(&r);
         for want in [
-            "purposegate_budget_checks_total{purpose=\"support\",result=\"exceeded\"} 1",
+            "purposegate_budget_checks_total{purpose=\"support\",result=\"exceeded\"} 2",
+            "purposegate_budget_checks_total{purpose=\"support\",result=\"allowed\"} 0",
+            "purposegate_budget_checks_total{purpose=\"other\",result=\"allowed\"} 1",
             "purposegate_budget_checks_total{purpose=\"training\",result=\"unavailable\"} 0",
-            "purposegate_budget_check_duration_seconds_count 1",
+            "purposegate_budget_check_duration_seconds_count 3",
             "# TYPE purposegate_budget_check_duration_seconds histogram",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
