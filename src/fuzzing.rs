@@ -166,11 +166,27 @@ pub fn yaml(input: &[u8]) {
     let _ = crate::policy::testcases::load_cases(&dir);
 }
 
-/// `audit verify` and the line parser on arbitrary file content.
+/// `audit verify`, the line parser and the shipper's row parser on arbitrary
+/// file content: a line the shipper accepts is one the verifier reads the
+/// same way (hash intact, same `seq`, `prev_hash` and `hash`).
 pub fn audit_lines(input: &[u8]) {
     for line in input.split(|b| *b == b'\n') {
-        if let Ok(p) = crate::audit::chain::parse_line(line) {
+        let parsed = crate::audit::chain::parse_line(line);
+        if let Ok(p) = &parsed {
             assert_eq!(p.hash.len(), 64);
+        }
+        if let Ok(row) = crate::audit::ship::row::parse(line) {
+            let p = parsed.as_ref().ok();
+            assert!(
+                p.is_some_and(|p| p.hash_ok()),
+                "shipped a line the verifier refuses"
+            );
+            let p = p.map(|p| (p.seq, p.prev_hash.as_str(), p.hash.as_str()));
+            assert_eq!(
+                p,
+                Some((row.seq, row.prev_hash.as_str(), row.hash.as_str()))
+            );
+            assert_eq!(row.record.as_bytes(), line);
         }
     }
     let file = scratch().join(format!("audit-{:?}.jsonl", std::thread::current().id()));

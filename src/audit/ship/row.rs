@@ -377,6 +377,34 @@ mod tests {
         assert_eq!(out, b"\\t\\t");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+        /// Records with arbitrary text, then one byte changed: the shipper
+        /// accepts the genuine line with its fields, and whatever it
+        /// accepts after the change is a line the verifier reads the same.
+        #[test]
+        fn shipper_and_verifier_agree(
+            owner in "\\PC{0,20}",
+            subject in "[\\x00-\\x7f]{0,20}",
+            at in 0usize..2000,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let ev = AuditEvent {
+                owner: Some(owner.clone()),
+                subject: Some(subject),
+                ..AuditEvent::default()
+            };
+            let text = line(&ev);
+            let row = parse(text.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(row.cols.owner, Some(column(&owner)));
+            let mut bytes = text.into_bytes();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            crate::fuzzing::audit_lines(&bytes);
+        }
+    }
+
     #[test]
     fn columns_are_bounded_and_nul_free() {
         let long = "é".repeat(400);
