@@ -12,7 +12,8 @@
 //!   claims are exactly what the payload said.
 //! - `yaml`: config, policy, consent and test-case files are parsed or
 //!   refused with a `file:line` error.
-//! - `audit_lines`: `audit verify` reads any file and answers.
+//! - `audit_lines`: `audit verify` reads any file and answers; the shipper
+//!   ships only lines the verifier reads the same way.
 
 #![doc(hidden)]
 
