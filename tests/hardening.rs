@@ -73,6 +73,21 @@ fn each_has_a_cancelled_record(h: &Harness, ids: &[String]) {
     }
 }
 
+/// An allowed support read of `PATH` through `h`, its body left streaming
+/// for the caller to read.
+async fn streamed_get(
+    h: &Harness,
+) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    let token = h.token(&Tok::support("u1"));
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let req = http::Request::get(format!("http://{}{PATH}", h.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())
+        .unwrap();
+    client.request(req).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_clients_that_hang_up_still_get_their_decision_record() {
     let mut h = Harness::start().await;
@@ -389,14 +404,7 @@ async fn a_body_streaming_longer_than_the_idle_timeout_is_not_cut() {
         .await,
     );
     let h = Harness::start_with(opts).await;
-    let token = h.token(&Tok::support("u1"));
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
-    let req = http::Request::get(format!("http://{}{PATH}", h.addr))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Empty::new())
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
+    let resp = streamed_get(&h).await.unwrap();
     assert_eq!(resp.status(), 200);
     let started = Instant::now();
     let body = resp.into_body().collect().await.expect("the whole body");
@@ -610,16 +618,9 @@ async fn a_body_cut_off_by_the_store_is_recorded_as_such() {
         ..Opts::default()
     })
     .await;
-    let token = h.token(&Tok::support("u1"));
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
-    let req = http::Request::get(format!("http://{}{PATH}", h.addr))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Empty::new())
-        .unwrap();
     // hyper may not have flushed the head before the body broke off: the
     // client sees the cut either as a broken body or as no response.
-    if let Ok(resp) = client.request(req).await {
+    if let Ok(resp) = streamed_get(&h).await {
         assert_eq!(resp.status(), 200);
         assert!(
             resp.into_body().collect().await.is_err(),
